@@ -1,0 +1,4 @@
+"""ADM UNet, checkpoint loading and the diffusion core shared by every sampler."""
+from .models import (PUBLIC_CHECKPOINTS, TINY_FLAGS, CheckpointError, create_model, load_model,
+                     read_checkpoint)
+from .unet import UNetModel, timestep_embedding

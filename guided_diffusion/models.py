@@ -1,0 +1,191 @@
+"""Build the ADM UNet from guided-diffusion's flag names and load checkpoints strictly and safely."""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import torch
+
+from .unet import UNetModel
+
+# guided-diffusion's `model_and_diffusion_defaults()` for the model flags.
+MODEL_DEFAULTS: Dict[str, Any] = dict(
+    image_size=64, num_channels=128, num_res_blocks=2, channel_mult="", learn_sigma=False,
+    class_cond=False, use_checkpoint=False, attention_resolutions="16,8", num_heads=4,
+    num_head_channels=-1, num_heads_upsample=-1, use_scale_shift_norm=True, dropout=0.0,
+    resblock_updown=False, use_fp16=False, use_new_attention_order=False,
+)
+
+# Per-image-size channel multipliers used when `channel_mult` is "".
+DEFAULT_CHANNEL_MULT = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
+
+NUM_CLASSES = 1000
+
+
+@dataclass(frozen=True)
+class PublicCheckpoint:
+    """A public checkpoint: its file name, where users download it, and its architecture flags."""
+
+    filename: str
+    url: str
+    flags: Dict[str, Any] = field(default_factory=dict)
+
+
+_PUBLIC_COMMON = dict(image_size=256, channel_mult="", learn_sigma=True, class_cond=False,
+                      num_head_channels=64, use_scale_shift_norm=True, resblock_updown=True,
+                      use_new_attention_order=False, dropout=0.0)
+
+PUBLIC_CHECKPOINTS: Dict[str, PublicCheckpoint] = {
+    "ffhq_10m": PublicCheckpoint(
+        "ffhq_10m.pt",
+        "https://drive.google.com/drive/folders/1jElnRoFv7b31fG0v6pTSQkelbSX3xGZh (DPS README; "
+        "DiffPIR's download.sh fetches the same file by Drive id 1BGwhRWUoguF-D8wlZ65tf227gp3cDUDh)",
+        dict(_PUBLIC_COMMON, num_channels=128, num_res_blocks=1, attention_resolutions="16")),
+    "imagenet256_uncond": PublicCheckpoint(
+        "256x256_diffusion_uncond.pt",
+        "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion_uncond.pt",
+        dict(_PUBLIC_COMMON, num_channels=256, num_res_blocks=2, attention_resolutions="32,16,8")),
+}
+
+# A tiny ADM configuration exercising every code path (scale-shift, resblock up/down, attention,
+# learned sigma); it builds and runs in milliseconds for end-to-end tests.
+TINY_FLAGS: Dict[str, Any] = dict(
+    image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2", learn_sigma=True,
+    attention_resolutions="16", num_head_channels=16, use_scale_shift_norm=True, resblock_updown=True,
+)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unsafe, unreadable or does not match the architecture."""
+
+
+def _parse_ints(value: Union[str, Sequence], name: str) -> List[float]:
+    if isinstance(value, str):
+        try:
+            return [float(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"{name} must be comma-separated numbers, got {value!r}") from None
+    return [float(v) for v in value]
+
+
+def unet_kwargs(**flags: Any) -> Dict[str, Any]:
+    """Map ADM `create_model` flags to `UNetModel` constructor arguments (defaults as guided-diffusion)."""
+    unknown = sorted(set(flags) - set(MODEL_DEFAULTS))
+    if unknown:
+        raise TypeError(f"unknown model flag(s) {unknown}; known: {sorted(MODEL_DEFAULTS)}")
+    f = {**MODEL_DEFAULTS, **flags}
+    size = int(f["image_size"])
+    if f["channel_mult"] in ("", None, ()):
+        if size not in DEFAULT_CHANNEL_MULT:
+            raise ValueError(f"no default channel_mult for image_size {size}; pass channel_mult")
+        mult = DEFAULT_CHANNEL_MULT[size]
+    else:
+        mult = tuple(m if m != int(m) else int(m) for m in _parse_ints(f["channel_mult"], "channel_mult"))
+    # Flags give attention as feature-map sizes; the network wants downsampling factors.
+    attention_ds = [size // int(r) for r in _parse_ints(f["attention_resolutions"], "attention_resolutions")]
+    return dict(
+        image_size=size, in_channels=3, model_channels=int(f["num_channels"]),
+        out_channels=6 if f["learn_sigma"] else 3, num_res_blocks=int(f["num_res_blocks"]),
+        attention_resolutions=attention_ds, dropout=float(f["dropout"]), channel_mult=mult,
+        num_classes=NUM_CLASSES if f["class_cond"] else None, use_checkpoint=bool(f["use_checkpoint"]),
+        use_fp16=bool(f["use_fp16"]), num_heads=int(f["num_heads"]),
+        num_head_channels=int(f["num_head_channels"]), num_heads_upsample=int(f["num_heads_upsample"]),
+        use_scale_shift_norm=bool(f["use_scale_shift_norm"]), resblock_updown=bool(f["resblock_updown"]),
+        use_new_attention_order=bool(f["use_new_attention_order"]),
+    )
+
+
+def create_model(**flags: Any) -> UNetModel:
+    """Build the ADM UNet from guided-diffusion flag names (see `MODEL_DEFAULTS`).
+
+    Build on the meta device (`with torch.device("meta"): create_model(...)`) to inspect shapes
+    without allocating memory.
+    """
+    return UNetModel(**unet_kwargs(**flags))
+
+
+def _public_for(path: str) -> Optional[PublicCheckpoint]:
+    name = os.path.basename(path)
+    for ckpt in PUBLIC_CHECKPOINTS.values():
+        # DiffPIR saves the FFHQ file as diffusion_ffhq_10m.pt.
+        if name in (ckpt.filename, "diffusion_" + ckpt.filename):
+            return ckpt
+    return None
+
+
+def _download_hint(path: str) -> str:
+    ckpt = _public_for(path)
+    if ckpt is not None:
+        return f"download {ckpt.filename} from {ckpt.url}"
+    known = "; ".join(f"{c.filename}: {c.url}" for c in PUBLIC_CHECKPOINTS.values())
+    return f"the public checkpoints are {known}"
+
+
+def read_checkpoint(path: str) -> Dict[str, Any]:
+    """Read a checkpoint with `weights_only=True` (no pickled code ever runs).
+
+    Returns a dict with `state_dict` and, for the project's own checkpoints, `flags`. A raw state
+    dict (the public files) comes back as {"state_dict": ..., "flags": None}.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {os.path.abspath(path)}; {_download_hint(path)}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"refused to load {path}: it is not a plain tensor checkpoint "
+                              f"(weights_only=True rejected it: {str(err).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"cannot read {path} (truncated or not a torch checkpoint): "
+                              f"{str(err).splitlines()[0]}") from None
+    if not isinstance(payload, Mapping):
+        raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a state dict")
+    if "state_dict" in payload and isinstance(payload["state_dict"], Mapping):
+        return {"state_dict": payload["state_dict"], "flags": payload.get("flags")}
+    return {"state_dict": payload, "flags": None}
+
+
+def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Raise `CheckpointError` listing missing keys, unexpected keys and shape mismatches, if any."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in expected.items() if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+    if not (missing or unexpected or shapes):
+        return
+
+    def show(title: str, items: List[str]) -> str:
+        head = ", ".join(items[:8]) + (f", ... ({len(items) - 8} more)" if len(items) > 8 else "")
+        return f"\n  {title} ({len(items)}): {head}"
+
+    msg = f"{source} does not match the model architecture (check the model flags):"
+    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if items:
+            msg += show(title, items)
+    raise CheckpointError(msg)
+
+
+def load_model(path: str, device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
+               **flags: Any) -> UNetModel:
+    """Build the UNet and load `path` strictly; returns the model in eval mode on `device`.
+
+    Flags default to those stored in the file (the project's own checkpoints), then to the public
+    checkpoint matching the file name (ffhq_10m.pt, 256x256_diffusion_uncond.pt); explicit flags
+    override both. Stored tensors of any float dtype are cast to `dtype`.
+    """
+    ckpt = read_checkpoint(path)
+    public = _public_for(path)
+    base = ckpt["flags"] or (public.flags if public else {})
+    if not base and not flags:
+        raise CheckpointError(f"{path} stores no model flags and is not a known public checkpoint; pass the flags")
+    model = create_model(**{**base, **flags})
+    check_state_dict(model, ckpt["state_dict"], source=os.fspath(path))
+    use_fp16 = bool({**base, **flags}.get("use_fp16", False))
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    model = model.to(device=device, dtype=dtype)
+    if use_fp16:
+        model.convert_to_fp16()
+    return model.eval().requires_grad_(False)
