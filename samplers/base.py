@@ -1,0 +1,96 @@
+"""The sampler protocol, the one reverse-diffusion loop, and the registry mapping YAML names to classes."""
+from __future__ import annotations
+
+import abc
+import difflib
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
+
+import torch
+from tqdm.auto import tqdm
+
+from guided_diffusion.diffusion import GaussianDiffusion, Model, randn_like
+
+Callback = Callable[[int, torch.Tensor, torch.Tensor], None]
+_REGISTRY: Dict[str, Type["Sampler"]] = {}
+
+
+def register(name: str) -> Callable[[Type["Sampler"]], Type["Sampler"]]:
+    """Class decorator: make a sampler available to `build_sampler(name)` and YAML configs."""
+    def wrap(cls: Type["Sampler"]) -> Type["Sampler"]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return wrap
+
+
+def list_samplers() -> List[str]:
+    return sorted(_REGISTRY)
+
+
+def build_sampler(name: str, **params: Any) -> "Sampler":
+    """Instantiate a registered sampler from its YAML name and parameters."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown sampler {name!r}{hint} known: {', '.join(list_samplers())}")
+    return _REGISTRY[name](**params)
+
+
+class Sampler(abc.ABC):
+    """Reverse diffusion over a (respaced) grid; subclasses define one step.
+
+    steps: number of steps actually taken, spread over the training grid (respacing "N"), unless
+    `timestep_respacing` says otherwise ("ddim50", "10,20"); schedule / num_train_timesteps: the
+    model's training schedule (ADM: linear, 1000); clip_denoised: clamp x0_hat to [-1, 1];
+    var_type: None (learned_range for a 2C-channel model, else fixed_small), or a fixed type.
+    """
+
+    name = "base"
+
+    def __init__(self, steps: int = 1000, schedule: str = "linear", num_train_timesteps: int = 1000,
+                 timestep_respacing: Optional[str] = None, clip_denoised: bool = True,
+                 var_type: Optional[str] = None):
+        if not 1 <= int(steps) <= num_train_timesteps:
+            raise ValueError(f"steps must be in [1, {num_train_timesteps}], got {steps}")
+        self.steps = int(steps)
+        self.clip_denoised = clip_denoised
+        self.var_type = var_type
+        self.diffusion = GaussianDiffusion.from_config(
+            schedule, num_train_timesteps, timestep_respacing or self.default_respacing())
+
+    def default_respacing(self) -> str:
+        return str(self.steps)
+
+    @abc.abstractmethod
+    def step(self, model: Model, x_t: torch.Tensor, t: torch.Tensor, op: Any, y: Optional[torch.Tensor],
+             sigma: float, generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One reverse step from grid index t; returns (x_{t-1}, x0_hat)."""
+
+    def initial_state(self, shape: Sequence[int], op: Any, y: Optional[torch.Tensor], sigma: float,
+                      generator: torch.Generator, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """x_T ~ N(0, I); methods with a measurement-aware start override this."""
+        return randn_like(torch.empty(tuple(shape), device=device, dtype=dtype), generator)
+
+    def sample(self, model: Model, op: Any = None, y: Optional[torch.Tensor] = None, sigma: float = 0.0,
+               shape: Optional[Sequence[int]] = None, generator: Optional[torch.Generator] = None,
+               callback: Optional[Callback] = None, progress: bool = False,
+               device: Optional[torch.device] = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Run the reverse process and return x_0, (B, C, H, W) in [-1, 1] (when clip_denoised).
+
+        The device and dtype follow y when given. `callback(i, x_t, x0_hat)` sees every step.
+        """
+        if generator is None:
+            raise ValueError("pass a torch.Generator (samplers never draw from the global RNG)")
+        if shape is None:
+            raise ValueError("pass the output shape (B, C, H, W)")
+        if y is not None:
+            device, dtype = y.device, y.dtype if y.is_floating_point() else dtype
+        device = torch.device(device) if device is not None else generator.device
+        x = self.initial_state(shape, op, y, sigma, generator, device, dtype)
+        indices = range(self.diffusion.num_timesteps - 1, -1, -1)
+        for i in tqdm(indices, desc=self.name, leave=False, disable=not progress):
+            t = self.diffusion.timesteps(shape[0], i, device)
+            x, x0_hat = self.step(model, x, t, op, y, sigma, generator)
+            if callback is not None:
+                callback(i, x, x0_hat)
+        return x
