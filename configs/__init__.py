@@ -1,0 +1,2 @@
+"""Run configs: YAML files in this folder and the schema that validates them."""
+from .schema import DEFAULTS, ConfigError, load_config

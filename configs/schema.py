@@ -1,0 +1,109 @@
+"""The run-config schema: defaults in one place, validated before any work starts.
+
+A config is plain YAML data. Unknown keys (with the nearest valid key suggested) and wrong types
+are reported in one line naming the key and the file. The `sampler` block is passed to
+`build_sampler` and checked by building the sampler.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+# Every key a config may set, with its default. A default of None means "no value" and accepts
+# the type given in _TYPES.
+DEFAULTS: Dict[str, Any] = {
+    "model": {"checkpoint": None, "flags": {}},
+    "sampler": {"name": "ddpm"},
+    "num_samples": 4,
+    "batch_size": 4,
+    "seed": 0,
+    "device": "auto",
+    "output": "results/run",
+    "grid": True,
+}
+_TYPES: Dict[str, tuple] = {
+    "model.checkpoint": (str,), "model.flags": (dict,), "sampler": (dict,),
+    "num_samples": (int,), "batch_size": (int,), "seed": (int,), "device": (str,), "output": (str,),
+    "grid": (bool,),
+}
+# Blocks whose inner keys are free-form (checked by their consumer).
+_OPEN_BLOCKS = {"sampler", "model.flags"}
+
+
+class ConfigError(ValueError):
+    """A config problem, reported as one line naming the key and the file."""
+
+
+def _type_ok(value: Any, expected: tuple) -> bool:
+    # bool is a subclass of int in Python; `steps: true` must not pass as an integer.
+    if isinstance(value, bool):
+        return bool in expected
+    return isinstance(value, expected)
+
+
+def _merge(base: Dict[str, Any], update: Dict[str, Any], source: str, prefix: str = "") -> Dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if prefix.rstrip(".") in _OPEN_BLOCKS:
+            out[key] = value
+            continue
+        if key not in base:
+            close = difflib.get_close_matches(key, list(base), n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"{source}: unknown key '{dotted}'{hint}")
+        expected = _TYPES.get(dotted)
+        if value is not None and expected and not _type_ok(value, expected):
+            names = "/".join(t.__name__ for t in expected)
+            raise ConfigError(f"{source}: '{dotted}' must be {names}, got {type(value).__name__} {value!r}")
+        if isinstance(base[key], dict) and isinstance(value, dict):
+            out[key] = _merge(base[key], value, source, dotted + ".")
+        else:
+            out[key] = value
+    return out
+
+
+def _parse_set(item: str) -> Dict[str, Any]:
+    """'a.b=value' -> {'a': {'b': value}}, value parsed as YAML (numbers, booleans, lists)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    value: Any = yaml.safe_load(raw) if raw else ""
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def load_config(path: Optional[str], overrides: Sequence[str] = ()) -> Dict[str, Any]:
+    """Read a YAML config (or none: the defaults), apply `--set key=value` overrides, validate."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p.resolve()}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of keys")
+        cfg = _merge(cfg, data, str(path))
+    for item in overrides:
+        cfg = _merge(cfg, _parse_set(item), "--set")
+    _check_values(cfg, str(path or "--set"))
+    return cfg
+
+
+def _check_values(cfg: Dict[str, Any], source: str) -> None:
+    problems: List[str] = []
+    for key in ("num_samples", "batch_size"):
+        if cfg[key] < 1:
+            problems.append(f"'{key}' must be >= 1, got {cfg[key]}")
+    if cfg["device"] != "auto" and not cfg["device"].split(":")[0] in ("cpu", "cuda", "mps"):
+        problems.append(f"'device' must be auto, cpu, cuda[:N] or mps, got {cfg['device']!r}")
+    if problems:
+        raise ConfigError(f"{source}: {problems[0]}")
