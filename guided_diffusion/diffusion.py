@@ -15,6 +15,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tupl
 import torch
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Generators = Union[torch.Generator, Sequence[torch.Generator]]
 VAR_TYPES = ("learned_range", "fixed_small", "fixed_large")
 
 
@@ -140,7 +141,7 @@ class GaussianDiffusion:
 
     # ---- forward process ----------------------------------------------------------------------
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: Optional[torch.Tensor] = None,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                 generator: Optional[Generators] = None) -> torch.Tensor:
         """Draw x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x0, (1 - abar_t) I)."""
         if noise is None:
             noise = randn_like(x0, generator)
@@ -217,12 +218,27 @@ class GaussianDiffusion:
         return x_prev
 
 
-def randn_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """Standard normal noise shaped like x, drawn from `generator` (on its device, then moved to x's).
+def randn(shape: Sequence[int], generator: Generators, device: Union[str, torch.device, None] = None,
+          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal noise of `shape`, from an explicit generator (never the global RNG).
 
-    Randomness always comes from an explicit generator, so runs are reproducible.
+    `generator` is one torch.Generator for the whole batch, or one per image (a sequence of
+    length shape[0]); with one per image, image k's noise does not depend on what else is in the
+    batch, so batched runs reproduce image-by-image runs. Noise is drawn on the generator's
+    device and moved to `device`.
     """
     if generator is None:
         raise ValueError("pass a torch.Generator: no randomness is drawn from the global RNG")
-    noise = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
-    return noise.to(x.device)
+    if isinstance(generator, torch.Generator):
+        noise = torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype)
+    else:
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
+        noise = torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=g.device, dtype=dtype)
+                             for g in generator])
+    return noise.to(device) if device is not None else noise
+
+
+def randn_like(x: torch.Tensor, generator: Generators) -> torch.Tensor:
+    """`randn` shaped like x, on x's device and in x's dtype."""
+    return randn(x.shape, generator, x.device, x.dtype)

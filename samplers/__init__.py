@@ -1,3 +1,3 @@
 """Samplers sharing one diffusion core, chosen by name: `build_sampler(name, **params)`."""
-from . import unconditional  # noqa: F401  (registers ddpm, ddim)
+from . import dpps, dps, unconditional  # noqa: F401  (registers dpps, dps, ddpm, ddim)
 from .base import Sampler, build_sampler, list_samplers, register

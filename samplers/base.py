@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 import torch
 from tqdm.auto import tqdm
 
-from guided_diffusion.diffusion import GaussianDiffusion, Model, randn_like
+from guided_diffusion.diffusion import GaussianDiffusion, Generators, Model, randn
 
 Callback = Callable[[int, torch.Tensor, torch.Tensor], None]
 _REGISTRY: Dict[str, Type["Sampler"]] = {}
@@ -63,21 +63,23 @@ class Sampler(abc.ABC):
 
     @abc.abstractmethod
     def step(self, model: Model, x_t: torch.Tensor, t: torch.Tensor, op: Any, y: Optional[torch.Tensor],
-             sigma: float, generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+             sigma: float, generator: Generators) -> Tuple[torch.Tensor, torch.Tensor]:
         """One reverse step from grid index t; returns (x_{t-1}, x0_hat)."""
 
     def initial_state(self, shape: Sequence[int], op: Any, y: Optional[torch.Tensor], sigma: float,
-                      generator: torch.Generator, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+                      generator: Generators, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """x_T ~ N(0, I); methods with a measurement-aware start override this."""
-        return randn_like(torch.empty(tuple(shape), device=device, dtype=dtype), generator)
+        return randn(shape, generator, device, dtype)
 
     def sample(self, model: Model, op: Any = None, y: Optional[torch.Tensor] = None, sigma: float = 0.0,
-               shape: Optional[Sequence[int]] = None, generator: Optional[torch.Generator] = None,
+               shape: Optional[Sequence[int]] = None, generator: Optional[Generators] = None,
                callback: Optional[Callback] = None, progress: bool = False,
                device: Optional[torch.device] = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Run the reverse process and return x_0, (B, C, H, W) in [-1, 1] (when clip_denoised).
 
-        The device and dtype follow y when given. `callback(i, x_t, x0_hat)` sees every step.
+        The device and dtype follow y when given, else the generator's device. `generator` may be
+        one per image (see `guided_diffusion.diffusion.randn`). `callback(i, x_t, x0_hat)` sees
+        every step.
         """
         if generator is None:
             raise ValueError("pass a torch.Generator (samplers never draw from the global RNG)")
@@ -85,7 +87,8 @@ class Sampler(abc.ABC):
             raise ValueError("pass the output shape (B, C, H, W)")
         if y is not None:
             device, dtype = y.device, y.dtype if y.is_floating_point() else dtype
-        device = torch.device(device) if device is not None else generator.device
+        first = generator if isinstance(generator, torch.Generator) else generator[0]
+        device = torch.device(device) if device is not None else first.device
         x = self.initial_state(shape, op, y, sigma, generator, device, dtype)
         indices = range(self.diffusion.num_timesteps - 1, -1, -1)
         for i in tqdm(indices, desc=self.name, leave=False, disable=not progress):

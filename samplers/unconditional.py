@@ -6,7 +6,7 @@ from typing import Any, Optional, Tuple
 
 import torch
 
-from guided_diffusion.diffusion import Model, randn_like
+from guided_diffusion.diffusion import Generators, Model, randn_like
 
 from .base import Sampler, register
 
@@ -16,7 +16,7 @@ class DDPM(Sampler):
     """Ancestral sampling x_{t-1} ~ N(mu(x_t, x0_hat), sigma_t^2) (Ho et al. 2020, Alg. 2)."""
 
     def step(self, model: Model, x_t: torch.Tensor, t: torch.Tensor, op: Any, y: Optional[torch.Tensor],
-             sigma: float, generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+             sigma: float, generator: Generators) -> Tuple[torch.Tensor, torch.Tensor]:
         out = self.diffusion.p_mean_variance(model, x_t, t, self.clip_denoised, self.var_type)
         x_prev = self.diffusion.ddpm_step(out["mean"], out["log_variance"], t, randn_like(x_t, generator))
         return x_prev, out["x0_hat"]
@@ -37,7 +37,7 @@ class DDIM(Sampler):
         return f"ddim{self.steps}"
 
     def step(self, model: Model, x_t: torch.Tensor, t: torch.Tensor, op: Any, y: Optional[torch.Tensor],
-             sigma: float, generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+             sigma: float, generator: Generators) -> Tuple[torch.Tensor, torch.Tensor]:
         out = self.diffusion.p_mean_variance(model, x_t, t, self.clip_denoised, self.var_type)
         eps = self.diffusion.predict_eps_from_x0(x_t, t, out["x0_hat"])
         noise = randn_like(x_t, generator) if self.eta > 0 else None
