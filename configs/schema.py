@@ -13,11 +13,18 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
+from guided_diffusion.image_io import RESIZE_POLICIES
+
 # Every key a config may set, with its default. A default of None means "no value" and accepts
 # the type given in _TYPES.
 DEFAULTS: Dict[str, Any] = {
     "model": {"checkpoint": None, "flags": {}},
     "sampler": {"name": "ddpm"},
+    # Restoration: an operator block {name, params...} and a noise block {name, params...};
+    # without an operator the run samples the prior (num_samples images).
+    "task": {"operator": None, "noise": None},
+    "data": {"input": None, "resize": "center_crop", "limit": None},
+    "progress_every": 0,
     "num_samples": 4,
     "batch_size": 4,
     "seed": 0,
@@ -27,11 +34,13 @@ DEFAULTS: Dict[str, Any] = {
 }
 _TYPES: Dict[str, tuple] = {
     "model.checkpoint": (str,), "model.flags": (dict,), "sampler": (dict,),
+    "task.operator": (dict,), "task.noise": (dict,), "data.input": (str,), "data.resize": (str,),
+    "data.limit": (int,), "progress_every": (int,),
     "num_samples": (int,), "batch_size": (int,), "seed": (int,), "device": (str,), "output": (str,),
     "grid": (bool,),
 }
 # Blocks whose inner keys are free-form (checked by their consumer).
-_OPEN_BLOCKS = {"sampler", "model.flags"}
+_OPEN_BLOCKS = {"sampler", "model.flags", "task.operator", "task.noise"}
 
 
 class ConfigError(ValueError):
@@ -103,6 +112,18 @@ def _check_values(cfg: Dict[str, Any], source: str) -> None:
     for key in ("num_samples", "batch_size"):
         if cfg[key] < 1:
             problems.append(f"'{key}' must be >= 1, got {cfg[key]}")
+    if cfg["progress_every"] < 0:
+        problems.append(f"'progress_every' must be >= 0, got {cfg['progress_every']}")
+    if cfg["data"]["resize"] not in RESIZE_POLICIES:
+        problems.append(f"'data.resize' must be one of {', '.join(RESIZE_POLICIES)}, got {cfg['data']['resize']!r}")
+    if cfg["data"]["limit"] is not None and cfg["data"]["limit"] < 1:
+        problems.append(f"'data.limit' must be >= 1, got {cfg['data']['limit']}")
+    for block in ("operator", "noise"):
+        spec = cfg["task"][block]
+        if spec is not None and not isinstance(spec.get("name"), str):
+            problems.append(f"'task.{block}' needs a 'name'")
+    if cfg["task"]["operator"] is not None and not cfg["data"]["input"]:
+        problems.append("'data.input' (an image or a folder) is required with task.operator")
     if cfg["device"] != "auto" and not cfg["device"].split(":")[0] in ("cpu", "cuda", "mps"):
         problems.append(f"'device' must be auto, cpu, cuda[:N] or mps, got {cfg['device']!r}")
     if problems:
