@@ -27,7 +27,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from configs import ConfigError, load_config  # noqa: E402
 from guided_diffusion import CheckpointError, load_model  # noqa: E402
 from guided_diffusion.image_io import list_images, load_image, make_grid, save_image  # noqa: E402
-from operators import build_noise, build_operator  # noqa: E402
+from operators import OperatorUnavailable, build_noise, build_operator  # noqa: E402
 from samplers import build_sampler  # noqa: E402
 
 # Stream offsets keep the sampler's and the measurement noise's generators independent.
@@ -69,7 +69,7 @@ def _build(kind: str, spec: Dict[str, Any], builder) -> Any:
     name = params.pop("name")
     try:
         return builder(name, **params)
-    except (TypeError, ValueError, FileNotFoundError) as err:
+    except (TypeError, ValueError, FileNotFoundError, OperatorUnavailable) as err:
         raise ConfigError(f"task.{kind}: {err}") from None
 
 

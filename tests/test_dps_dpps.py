@@ -11,7 +11,9 @@ from guided_diffusion.analytic import GaussianMixture, GaussianMixtureDenoiser, 
 from guided_diffusion.diffusion import GaussianDiffusion
 from samplers import build_sampler
 
-from dense import MatrixOperator, downsampling_matrix, inpainting_matrix
+from operators import MatrixOperator
+
+from dense import downsampling_matrix, inpainting_matrix
 
 SHAPE, D, SIGMA, N = (3, 4, 4), 48, 0.05, 400
 LINEAR = GaussianDiffusion.from_config()

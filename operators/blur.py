@@ -1,0 +1,169 @@
+"""Convolution operators: DPS reflect-padded blur and DiffPIR circular blur (+ s-fold decimation).
+
+Conventions follow the papers' code, which differ for asymmetric kernels:
+* ``boundary="reflect"`` (DPS): ``ReflectionPad2d(k//2)`` then depthwise cross-correlation
+  (``nn.Conv2d``). Exact adjoint: transposed convolution, then the reflected margins are folded
+  back onto the pixels they copied. No closed-form prox: CG (base class).
+* ``boundary="circular"`` (DiffPIR): true convolution with wrap-around, kernel centred at
+  ``floor(k/2)`` (``scipy.ndimage.convolve(mode='wrap')`` / ``p2o``), optionally followed by
+  keeping pixels ``[0::s, 0::s]``. prox is the closed form of Zhao et al. 2016 (FFT).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from operators.base import LinearOperator, Rho, check_number, numpy_rng, pinv_cutoff, positive_int, rho_view
+from operators.fft import block_mean, circular_conv, p2o, upsample_zeros
+from operators.kernels import (bicubic_sr_kernel, gaussian_kernel, load_kernel, motion_kernel,
+                               save_kernel, uniform_kernel)
+
+
+class KernelOperator(LinearOperator):
+    """Linear operator defined by a 2-D kernel (float64 buffer ``kernel``, saved in state_dict)."""
+
+    def __init__(self, kernel: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("kernel", torch.as_tensor(np.asarray(kernel, dtype=np.float64)))
+
+    def _kernel(self, like: Tensor) -> Tensor:
+        return self.kernel.to(device=like.device, dtype=like.dtype)
+
+    def save_kernel(self, path: Union[str, Path]) -> None:
+        """Write the kernel to ``.npy``; ``kernel_path`` reloads it."""
+        save_kernel(path, self.kernel.cpu().numpy())
+
+
+def reflect_index(n: int, pad: int, device: torch.device) -> Tensor:
+    """Source index of every pixel of an ``n``-long axis reflect-padded by ``pad`` (no edge repeat)."""
+    i = torch.arange(-pad, n + pad, device=device)
+    return torch.where(i < 0, -i, torch.where(i >= n, 2 * (n - 1) - i, i))
+
+
+class ReflectConvolution(KernelOperator):
+    """DPS blur: reflect pad then depthwise cross-correlation; ``(B, C, H, W) -> (B, C, H, W)``."""
+
+    def __init__(self, kernel: np.ndarray) -> None:
+        if any(k % 2 == 0 for k in np.shape(kernel)):
+            raise ValueError(f"boundary 'reflect' needs an odd kernel size, got {np.shape(kernel)}")
+        super().__init__(kernel)
+
+    def _pads(self, x: Tensor) -> tuple[int, int]:
+        ph, pw = (k // 2 for k in self.kernel.shape)
+        if ph >= x.shape[-2] or pw >= x.shape[-1]:
+            raise ValueError(f"reflect padding {ph}x{pw} needs an image larger than the pad, got {tuple(x.shape[-2:])}")
+        return ph, pw
+
+    def _weight(self, x: Tensor) -> Tensor:
+        return self._kernel(x).expand(x.shape[1], 1, *self.kernel.shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        ph, pw = self._pads(x)
+        # Same values as nn.ReflectionPad2d, written as a gather so the adjoint reuses the index map.
+        x = x.index_select(-2, reflect_index(x.shape[-2], ph, x.device))
+        x = x.index_select(-1, reflect_index(x.shape[-1], pw, x.device))
+        return F.conv2d(x, self._weight(x), groups=x.shape[1])
+
+    def transpose(self, y: Tensor) -> Tensor:
+        ph, pw = self._pads(y)
+        h, w = y.shape[-2:]
+        z = F.conv_transpose2d(y, self._weight(y), groups=y.shape[1])
+        # Adjoint of the reflect pad (a gather): scatter-add every padded pixel onto its source.
+        z = z.new_zeros(*z.shape[:-1], w).index_add(-1, reflect_index(w, pw, y.device), z)
+        return z.new_zeros(*z.shape[:-2], h, w).index_add(-2, reflect_index(h, ph, y.device), z)
+
+
+class CircularBlurDecimation(KernelOperator):
+    """DiffPIR model ``y = (k * x)[0::s, 0::s]`` with circular convolution; ``s = 1`` is plain blur.
+
+    Maps ``(B, C, H, W)`` to ``(B, C, H/s, W/s)``; H and W must be multiples of ``s``.
+    """
+
+    def __init__(self, kernel: np.ndarray, scale_factor: int = 1) -> None:
+        super().__init__(kernel)
+        self.scale_factor = positive_int(scale_factor, "scale_factor")
+
+    def _otf(self, shape: tuple[int, int], like: Tensor) -> Tensor:
+        s = self.scale_factor
+        if shape[0] % s or shape[1] % s:
+            raise ValueError(f"image size {shape} is not a multiple of scale_factor={s}")
+        return p2o(self._kernel(like), shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.scale_factor
+        return circular_conv(x, self._otf(tuple(x.shape[-2:]), x))[..., ::s, ::s]
+
+    def transpose(self, y: Tensor) -> Tensor:
+        s = self.scale_factor
+        up = upsample_zeros(y, s)
+        return circular_conv(up, self._otf(tuple(up.shape[-2:]), y).conj())
+
+    def pinv(self, y: Tensor) -> Tensor:
+        """A^T (A A^T)^+ y. A A^T is circular on the low-resolution grid with spectrum
+        ``d = block_mean(|F k|^2)`` (squared singular values; cut-off ``pinv_cutoff``). Computed
+        in one pass in the Fourier domain, ``F x = conj(F k) tile_s(F y / d)``, so the large
+        intermediate values of an ill-conditioned blur never go through an extra FFT."""
+        s = self.scale_factor
+        otf = self._otf((y.shape[-2] * s, y.shape[-1] * s), y)
+        d = block_mean(otf.abs() ** 2, s)
+        keep = d > pinv_cutoff(y.dtype) ** 2 * d.max()
+        inv = torch.where(keep, 1 / torch.where(keep, d, torch.ones_like(d)), torch.zeros_like(d))
+        return torch.fft.ifft2(otf.conj() * (torch.fft.fft2(y) * inv).repeat(1, 1, s, s)).real
+
+    def prox(self, z: Tensor, y: Tensor, rho: Rho) -> Tensor:
+        """Closed form of Zhao et al. 2016 (OPERATORS_EVAL.md 1.9), exact for circular boundary."""
+        s = self.scale_factor
+        alpha = rho_view(rho, z)
+        fb = self._otf(tuple(z.shape[-2:]), z)
+        fbc = fb.conj()
+        fr = fbc * torch.fft.fft2(upsample_zeros(y, s)) + torch.fft.fft2(alpha * z)
+        fbr = block_mean(fb * fr, s)
+        inv_w = block_mean(fb.abs() ** 2, s)
+        inv_wbr = fbr / (inv_w + alpha)
+        return torch.fft.ifft2((fr - fbc * inv_wbr.repeat(1, 1, s, s)) / alpha).real
+
+
+BOUNDARIES = ("reflect", "circular")
+
+
+def _blur(kernel: np.ndarray, boundary: str) -> KernelOperator:
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+    return ReflectConvolution(kernel) if boundary == "reflect" else CircularBlurDecimation(kernel)
+
+
+def build_gaussian_blur(kernel_size: int = 61, intensity: float = 3.0, boundary: str = "reflect") -> KernelOperator:
+    """``gaussian_blur``: DPS kernel (std = ``intensity``, truncate 4)."""
+    positive_int(kernel_size, "kernel_size")
+    return _blur(gaussian_kernel(kernel_size, check_number(intensity, "intensity", 0, open_low=True)), boundary)
+
+
+def build_uniform_blur(kernel_size: int = 9, boundary: str = "reflect") -> KernelOperator:
+    """``uniform_blur``: box kernel of side ``kernel_size``."""
+    return _blur(uniform_kernel(positive_int(kernel_size, "kernel_size")), boundary)
+
+
+def build_motion_blur(kernel_size: int = 61, intensity: float = 0.5, boundary: str = "reflect",
+                      seed: int = 0, generator: Optional[np.random.Generator] = None,
+                      kernel_path: Optional[str] = None) -> KernelOperator:
+    """``motion_blur``: random-trajectory kernel from ``generator`` (else ``seed``), or a user's
+    kernel from ``kernel_path`` (.npy; then size/intensity/seed are unused)."""
+    if kernel_path is not None:
+        return _blur(load_kernel(kernel_path), boundary)
+    positive_int(kernel_size, "kernel_size")
+    intensity = check_number(intensity, "intensity", 0, 1)
+    return _blur(motion_kernel(kernel_size, intensity, numpy_rng(seed, generator)), boundary)
+
+
+def build_sr_blur_decimation(scale_factor: int = 4, kernel_path: Optional[str] = None) -> CircularBlurDecimation:
+    """``sr_blur_decimation``: DiffPIR SR model; kernel from ``kernel_path`` (.npy, e.g. DiffPIR's
+    bicubic table entry) or the documented substitute ``bicubic_sr_kernel(scale_factor)``."""
+    positive_int(scale_factor, "scale_factor")
+    kernel = load_kernel(kernel_path) if kernel_path is not None else bicubic_sr_kernel(scale_factor)
+    return CircularBlurDecimation(kernel, scale_factor)

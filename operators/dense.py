@@ -1,0 +1,41 @@
+"""A dense matrix as an operator: exact answers on small images (the analytic GMM tests use it)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from operators.base import LinearOperator, Rho, rho_view
+
+
+class MatrixOperator(LinearOperator):
+    """y = A vec(x) for x of shape (B, *shape); y is (B, m). A: (m, d), d = prod(shape).
+
+    Every method is exact (dense solves in float64), so this is for small d only.
+    """
+
+    def __init__(self, A: Tensor, shape: Sequence[int]) -> None:
+        super().__init__()
+        self.register_buffer("A", torch.as_tensor(A, dtype=torch.float64))
+        self.shape = tuple(shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1) @ self.A.T.to(x.dtype)
+
+    def transpose(self, y: Tensor) -> Tensor:
+        return (y @ self.A.to(y.dtype)).reshape(len(y), *self.shape)
+
+    def pinv(self, y: Tensor) -> Tensor:
+        return (y @ torch.linalg.pinv(self.A).T.to(y.dtype)).reshape(len(y), *self.shape)
+
+    def prox(self, z: Tensor, y: Tensor, rho: Rho) -> Tensor:
+        """Solves (A^T A + rho I) x = A^T y + rho z per image."""
+        r = rho_view(rho, z).reshape(-1, 1).to(torch.float64)         # (B or 1, 1)
+        gram = self.A.T @ self.A
+        eye = torch.eye(gram.shape[0], dtype=torch.float64, device=gram.device)
+        lhs = gram + r.reshape(-1, 1, 1) * eye                          # (B or 1, d, d)
+        rhs = y.to(torch.float64) @ self.A + r * z.flatten(1).to(torch.float64)
+        x = torch.linalg.solve(lhs, rhs[..., None])[..., 0]
+        return x.reshape(len(z), *self.shape).to(z.dtype)
