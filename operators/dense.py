@@ -39,3 +39,15 @@ class MatrixOperator(LinearOperator):
         rhs = y.to(torch.float64) @ self.A + r * z.flatten(1).to(torch.float64)
         x = torch.linalg.solve(lhs, rhs[..., None])[..., 0]
         return x.reshape(len(z), *self.shape).to(z.dtype)
+
+
+def selection_matrix(d: int, keep: Tensor) -> Tensor:
+    """(len(keep), d) rows of the identity: observe the coordinates `keep` (pixel inpainting)."""
+    return torch.eye(d, dtype=torch.float64)[keep]
+
+
+def avgpool_matrix_2d(shape: Sequence[int], factor: int = 2) -> Tensor:
+    """(d / factor^2, d) dense matrix of per-channel `factor` x `factor` average pooling, shape (C, H, W)."""
+    c, h, w = shape
+    eye = torch.eye(c * h * w, dtype=torch.float64).reshape(-1, c, h, w)
+    return torch.nn.functional.avg_pool2d(eye, factor).reshape(c * h * w, -1).T.contiguous()

@@ -12,16 +12,15 @@ from guided_diffusion.diffusion import GaussianDiffusion
 from samplers import build_sampler
 
 from operators import MatrixOperator
-
-from dense import downsampling_matrix, inpainting_matrix
+from operators.dense import avgpool_matrix_2d, selection_matrix
 
 SHAPE, D, SIGMA, N = (3, 4, 4), 48, 0.05, 400
 LINEAR = GaussianDiffusion.from_config()
 
 
 def _operators(g: torch.Generator) -> dict:
-    return {"inpainting": inpainting_matrix(D, torch.randperm(D, generator=g)[:24]),
-            "downsampling": downsampling_matrix(SHAPE, 2),
+    return {"inpainting": selection_matrix(D, torch.randperm(D, generator=g)[:24]),
+            "downsampling": avgpool_matrix_2d(SHAPE, 2),
             "random_matrix": torch.randn(16, D, generator=g, dtype=torch.float64) / math.sqrt(D)}
 
 
