@@ -1,17 +1,22 @@
-"""Speed and memory of the UNet: `python scripts/benchmark.py [--device cpu|cuda] [--batch 1 8]`.
+"""Speed and memory of the UNet and the samplers: `python scripts/benchmark.py [--device cpu|cuda]`.
 
-Prints one Markdown table measured in this run: the ffhq_10m architecture (random weights, same
-shapes and arithmetic as the checkpoint) at 256x256, forward alone and forward plus the gradient
-w.r.t. the input (what DPS needs each step), and each sampler's time per step on SR x4 with its
-overhead over the model call it needs (forward for DDPM/DDIM, forward + grad for DPS/DPPS; DPPS's
-candidates are in its overhead; a 4-step run, so DPPS's n_t is 2..50 rather than its 1000-step
-mix); median wall time over `--repeats` runs after a warm-up. Peak memory on CUDA is the allocator's peak above the resident model; on the CPU each
-case runs in a fresh process and reports the growth of its peak RSS after the model is built.
+Prints Markdown tables measured in this run, for the ffhq_10m architecture (random weights: the
+same shapes and arithmetic as the checkpoint) at 256x256:
+1. the model call under each run-time option (guided_diffusion/runtime.py) against fp32 eager:
+   forward alone and forward + gradient w.r.t. the input (what DPS/DPPS need every step);
+2. every sampler's time per step on SR x4 and its overhead beyond the model call it needs
+   (forward for DDPM/DDIM, forward + grad for DPS/DPPS; DPPS's candidates count as overhead);
+   a 4-step run, so DPPS's n_t spans 2..50 rather than its 1000-step mix (16.3 on average);
+3. the fixed precision case: PSNR of a DPS restoration in fp16/bf16 against fp32 (`precision_psnr`).
+Times are medians over `--repeats` runs after a warm-up. Memory: on CUDA the allocator's peak above
+the resident model; on the CPU each case runs in a fresh process and reports the growth of its
+peak RSS after the model is built (a process's peak cannot be reset).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import resource
 import statistics
@@ -19,16 +24,22 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from guided_diffusion import PUBLIC_CHECKPOINTS, create_model  # noqa: E402
+from guided_diffusion import PUBLIC_CHECKPOINTS, create_model, load_model  # noqa: E402
+from guided_diffusion.runtime import ModelRunner  # noqa: E402
 
-PASSES = ("forward", "forward + grad wrt input")
-# Samplers timed on SR x4 (bicubic); each runs SAMPLER_STEPS steps of its respaced grid.
+FORWARD, GRAD = "forward", "forward + grad wrt input"
+OPTIONS: Dict[str, Dict[str, Any]] = {
+    "fp32 eager": {}, "bf16 autocast": {"precision": "bf16"}, "fp16 autocast": {"precision": "fp16"},
+    "channels_last": {"channels_last": True}, "sdpa math": {"sdpa": "math"},
+    "checkpointing": {"checkpointing": True}, "torch.compile": {"compile": True},
+}
 SAMPLERS = {"ddim": {}, "ddpm": {}, "dps": {"scale": 0.3}, "dpps": {"scale": 1.0}}
 SAMPLER_STEPS = 4
 
@@ -37,31 +48,31 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def measure(arch: str, pass_name: str, batch: int, device: torch.device, repeats: int) -> Dict[str, float]:
-    """Median seconds of one pass over `repeats` runs after a warm-up, and peak memory in MiB."""
+def measure(case: Dict[str, Any], device: torch.device, repeats: int) -> Dict[str, float]:
+    """Median seconds per call (or per sampler step) and peak memory in MiB of one case."""
     torch.manual_seed(0)
-    model = create_model(**PUBLIC_CHECKPOINTS[arch].flags).to(device).eval().requires_grad_(False)
-    x = torch.randn(batch, 3, model.image_size, model.image_size, device=device)
+    model = create_model(**PUBLIC_CHECKPOINTS[case["arch"]].flags).to(device).eval().requires_grad_(False)
+    runner = ModelRunner(model, **case.get("options", {}))
+    batch, size = case["batch"], model.image_size
+    x = torch.randn(batch, 3, size, size, device=device)
     t = torch.full((batch,), 500, device=device, dtype=torch.long)
-
-    if pass_name in SAMPLERS:
+    if "sampler" in case:
         from operators import build_operator
         from samplers import build_sampler
         op = build_operator("super_resolution", scale_factor=4).to(device)
-        y = op.forward(x)
-        sampler = build_sampler(pass_name, steps=SAMPLER_STEPS, **SAMPLERS[pass_name])
-        gen = torch.Generator(device)
+        y, sampler = op(x), build_sampler(case["sampler"], steps=SAMPLER_STEPS, **SAMPLERS[case["sampler"]])
 
-    def run() -> None:
-        if pass_name in SAMPLERS:
+        def run() -> None:
             with torch.no_grad():
-                sampler.sample(model, op, y, sigma=0.05, shape=tuple(x.shape), generator=gen.manual_seed(0))
-        elif pass_name == PASSES[0]:
+                sampler.sample(runner, op, y, sigma=0.05, shape=tuple(x.shape), generator=torch.Generator(device).manual_seed(0))
+    elif case["pass"] == FORWARD:
+        def run() -> None:
             with torch.no_grad():
-                model(x, t)
-        else:
+                runner(x, t)
+    else:
+        def run() -> None:
             xi = x.clone().requires_grad_(True)
-            torch.autograd.grad(model(xi, t)[:, :3].square().sum(), xi)
+            torch.autograd.grad(runner(xi, t)[:, :3].square().sum(), xi)
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
@@ -78,14 +89,39 @@ def measure(arch: str, pass_name: str, batch: int, device: torch.device, repeats
         sync()
         times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20 if device.type == "cuda" else _peak_rss_mib() - rss_base
-    return {"seconds": statistics.median(times), "peak_mib": peak}
+    per = SAMPLER_STEPS if "sampler" in case else 1
+    return {"seconds": statistics.median(times) / per, "peak_mib": peak}
 
 
-def measure_isolated(arch: str, pass_name: str, batch: int, repeats: int) -> Dict[str, float]:
-    """CPU: run `measure` in a fresh process, since a process's peak RSS cannot be reset."""
-    cmd = [sys.executable, __file__, "--child", json.dumps([arch, pass_name, batch, repeats])]
+def measure_case(case: Dict[str, Any], device: torch.device, repeats: int) -> Dict[str, float]:
+    """On the CPU run `measure` in a fresh process, so each case's peak RSS is its own."""
+    if device.type == "cuda":
+        return measure(case, device, repeats)
+    cmd = [sys.executable, __file__, "--child", json.dumps({**case, "repeats": repeats})]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def precision_psnr(device: torch.device) -> Dict[str, Dict[str, float]]:
+    """The fixed precision case: DPS (20 steps, scale 0.5) restoring SR x2 of the 32x32 astronaut
+    with the golden model, in fp32, fp16 and bf16. Returns per precision the PSNR (dB, [0, 1]
+    scale) against the ground truth and against the fp32 restoration."""
+    from guided_diffusion.image_io import load_image
+    from operators import build_operator
+    from samplers import build_sampler
+    model = load_model(REPO / "model_zoo" / "golden_unet_small.pt", device=device)
+    label = load_image(REPO / "data" / "samples" / "astronaut_256.png", size=32)[None].to(device)
+    op = build_operator("super_resolution", scale_factor=2).to(device)
+    sampler = build_sampler("dps", scale=0.5, steps=20)
+
+    def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+        mse = ((((a + 1) / 2).clamp(0, 1) - ((b + 1) / 2).clamp(0, 1)) ** 2).mean().item()
+        return -10 * math.log10(max(mse, 1e-20))
+
+    outs = {name: sampler.sample(ModelRunner(model, precision=name), op, op(label), sigma=0.0, shape=tuple(label.shape),
+                                 generator=torch.Generator(device).manual_seed(0))
+            for name in ("fp32", "fp16", "bf16")}
+    return {name: {"vs_truth": psnr(x, label), "vs_fp32": psnr(x, outs["fp32"])} for name, x in outs.items()}
 
 
 def main() -> None:
@@ -94,36 +130,49 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--arch", default="ffhq_10m", choices=sorted(PUBLIC_CHECKPOINTS))
-    parser.add_argument("--samplers", nargs="*", default=sorted(SAMPLERS), choices=sorted(SAMPLERS),
-                        help=f"samplers to time ({SAMPLER_STEPS} steps each, SR x4); none to skip")
+    parser.add_argument("--options", nargs="*", default=[o for o in OPTIONS if o != "torch.compile"],
+                        choices=list(OPTIONS), help="run-time options to time (torch.compile is opt-in)")
+    parser.add_argument("--samplers", nargs="*", default=sorted(SAMPLERS), choices=sorted(SAMPLERS))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        arch, pass_name, batch, repeats = json.loads(args.child)
-        print(json.dumps(measure(arch, pass_name, batch, torch.device("cpu"), repeats)))
+        case = json.loads(args.child)
+        print(json.dumps(measure(case, torch.device("cpu"), case.pop("repeats"))))
         return
     device = torch.device(args.device)
-    rows = []
-    for batch in args.batch:
-        for pass_name in (*PASSES, *args.samplers):
-            r = (measure(args.arch, pass_name, batch, device, args.repeats) if device.type == "cuda"
-                 else measure_isolated(args.arch, pass_name, batch, args.repeats))
-            steps = SAMPLER_STEPS if pass_name in SAMPLERS else 1
-            rows.append((pass_name, batch, r["seconds"] / steps, r["peak_mib"]))
-    flags = PUBLIC_CHECKPOINTS[args.arch].flags
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"{platform.machine()}, {torch.get_num_threads()} threads")
-    print(f"UNet {args.arch} architecture, {flags['image_size']}x{flags['image_size']}, float32 eager, "
-          f"device {device} ({where}), torch {torch.__version__}, median of {args.repeats} after a warm-up\n")
-    mem = "peak allocated MiB (above model)" if device.type == "cuda" else "peak RSS growth MiB (above model)"
-    model_time = {(name, batch): sec for name, batch, sec, _ in rows if name in PASSES}
-    print(f"| pass | batch | seconds per call or step | overhead vs model call | {mem} |\n|---|---:|---:|---:|---:|")
-    for name, batch, sec, peak in rows:
-        # DPS-style steps need forward + backward; DDPM/DDIM a forward only.
-        base = model_time[(PASSES[1] if name in ("dps", "dpps") else PASSES[0], batch)]
-        overhead = f"{sec / base - 1:+.1%}" if name in SAMPLERS else ""
-        label = f"sampler {name} (SR x4)" if name in SAMPLERS else name
-        print(f"| {label} | {batch} | {sec:.3f} | {overhead} | {peak:.0f} |")
+    mem = "peak alloc MiB" if device.type == "cuda" else "peak RSS growth MiB"
+    size = PUBLIC_CHECKPOINTS[args.arch].flags["image_size"]
+    print(f"UNet {args.arch} architecture, {size}x{size}, device {device} ({where}), torch {torch.__version__}, "
+          f"median of {args.repeats} after a warm-up\n")
+    options = ["fp32 eager", *[o for o in args.options if o != "fp32 eager"]]
+    print(f"| option | pass | batch | seconds | vs fp32 eager | {mem} |\n|---|---|---:|---:|---:|---:|")
+    base: Dict[tuple, float] = {}
+    for batch in args.batch:
+        for pass_name in (FORWARD, GRAD):
+            for option in options:
+                r = measure_case({"arch": args.arch, "batch": batch, "pass": pass_name, "options": OPTIONS[option]},
+                                 device, args.repeats)
+                base.setdefault((pass_name, batch), r["seconds"])
+                ratio = r["seconds"] / base[(pass_name, batch)]
+                print(f"| {option} | {pass_name} | {batch} | {r['seconds']:.3f} | {ratio:.2f}x | {r['peak_mib']:.0f} |",
+                      flush=True)
+    if args.samplers:
+        print(f"\n| sampler (SR x4, fp32) | batch | seconds per step | overhead beyond model call | {mem} |\n"
+              "|---|---:|---:|---:|---:|")
+        for batch in args.batch:
+            for name in args.samplers:
+                r = measure_case({"arch": args.arch, "batch": batch, "sampler": name}, device, args.repeats)
+                needed = base[(GRAD if name in ("dps", "dpps") else FORWARD, batch)]
+                print(f"| {name} | {batch} | {r['seconds']:.3f} | {r['seconds'] / needed - 1:+.1%} | {r['peak_mib']:.0f} |",
+                      flush=True)
+    psnr = precision_psnr(device)
+    print("\n| precision (DPS 20 steps, SR x2, golden 32x32 model) | PSNR vs truth dB | difference to fp32 dB | PSNR vs fp32 output dB |\n"
+          "|---|---:|---:|---:|")
+    for name, r in psnr.items():
+        vs32 = "" if name == "fp32" else f"{r['vs_fp32']:.1f}"
+        print(f"| {name} | {r['vs_truth']:.3f} | {r['vs_truth'] - psnr['fp32']['vs_truth']:+.3f} | {vs32} |")
 
 
 if __name__ == "__main__":
