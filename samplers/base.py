@@ -10,7 +10,17 @@ from tqdm.auto import tqdm
 
 from guided_diffusion.diffusion import GaussianDiffusion, Generators, Model, randn
 
+from .patches import PatchedModel
+
 Callback = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
+class NonFiniteError(FloatingPointError):
+    """Sampling produced NaN or Inf; `images` holds the batch indices affected."""
+
+    def __init__(self, message: str, images: List[int]):
+        super().__init__(message)
+        self.images = images
 _REGISTRY: Dict[str, Type["Sampler"]] = {}
 
 
@@ -42,19 +52,22 @@ class Sampler(abc.ABC):
     steps: number of steps actually taken, spread over the training grid (respacing "N"), unless
     `timestep_respacing` says otherwise ("ddim50", "10,20"); schedule / num_train_timesteps: the
     model's training schedule (ADM: linear, 1000); clip_denoised: clamp x0_hat to [-1, 1];
-    var_type: None (learned_range for a 2C-channel model, else fixed_small), or a fixed type.
+    var_type: None (learned_range for a 2C-channel model, else fixed_small), or a fixed type;
+    patch_size / patch_stride: run the model on overlapping patches of that size (any-size images,
+    `samplers.patches.PatchedModel`); None calls the model on the whole image.
     """
 
     name = "base"
 
     def __init__(self, steps: int = 1000, schedule: str = "linear", num_train_timesteps: int = 1000,
                  timestep_respacing: Optional[str] = None, clip_denoised: bool = True,
-                 var_type: Optional[str] = None):
+                 var_type: Optional[str] = None, patch_size: Optional[int] = None, patch_stride: int = 128):
         if not 1 <= int(steps) <= num_train_timesteps:
             raise ValueError(f"steps must be in [1, {num_train_timesteps}], got {steps}")
         self.steps = int(steps)
         self.clip_denoised = clip_denoised
         self.var_type = var_type
+        self.patch_size, self.patch_stride = patch_size, patch_stride
         self.diffusion = GaussianDiffusion.from_config(
             schedule, num_train_timesteps, timestep_respacing or self.default_respacing())
 
@@ -89,11 +102,26 @@ class Sampler(abc.ABC):
             device, dtype = y.device, y.dtype if y.is_floating_point() else dtype
         first = generator if isinstance(generator, torch.Generator) else generator[0]
         device = torch.device(device) if device is not None else first.device
+        if self.patch_size is not None:
+            model = PatchedModel(model, self.patch_size, self.patch_stride)
         x = self.initial_state(shape, op, y, sigma, generator, device, dtype)
         indices = range(self.diffusion.num_timesteps - 1, -1, -1)
         for i in tqdm(indices, desc=self.name, leave=False, disable=not progress):
             t = self.diffusion.timesteps(shape[0], i, device)
             x, x0_hat = self.step(model, x, t, op, y, sigma, generator)
+            self._check_finite(x, x0_hat, i)
             if callback is not None:
                 callback(i, x, x0_hat)
         return x
+
+    def _check_finite(self, x: torch.Tensor, x0_hat: torch.Tensor, i: int) -> None:
+        """Stop at the first NaN/Inf, naming the sampler, the step and where it came from."""
+        bad = ~torch.isfinite(x).flatten(1).all(dim=1)
+        if not bool(bad.any()):
+            return
+        images = bad.nonzero().flatten().tolist()
+        cause = ("the network's prediction x0_hat" if not bool(torch.isfinite(x0_hat[bad]).all())
+                 else "the update after the prediction (data or guidance step)")
+        t_train = int(self.diffusion.timestep_map[i])
+        raise NonFiniteError(f"{self.name}: non-finite values at step index {i} (t = {t_train}) in image(s) "
+                             f"{images}, from {cause}; try a smaller step size or fp32", images)

@@ -133,3 +133,20 @@ def test_dpps_aligned_start() -> None:
     assert torch.allclose(x_T, math.sqrt(ac) * up + math.sqrt(1 - ac) * noise, atol=1e-6)
     flat = s.initial_state((2, 3, 8, 8), None, torch.randn(2, 5), 0.0, g(), torch.device("cpu"), torch.float32)
     assert torch.equal(flat, noise)  # not image-like (e.g. phase retrieval): plain noise
+
+
+def test_divergence_names_sampler_step_and_images() -> None:
+    """A NaN in one image stops sampling with a message naming the sampler, the step and the image."""
+    from samplers import NonFiniteError
+
+    def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        eps = torch.zeros_like(x)
+        if int(t[0]) < 500:
+            eps[1] = float("nan")  # image 1 breaks in the second half
+        return eps
+
+    sampler = build_sampler("ddpm", steps=10, clip_denoised=False)
+    with pytest.raises(NonFiniteError) as err:
+        sampler.sample(model, shape=(3, 1, 2, 2), generator=torch.Generator().manual_seed(0))
+    assert err.value.images == [1]
+    assert "ddpm" in str(err.value) and "step index 4 (t = 444)" in str(err.value) and "x0_hat" in str(err.value)
