@@ -8,7 +8,7 @@ from typing import List, Union
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 PathLike = Union[str, os.PathLike]
 
@@ -36,32 +36,58 @@ def list_images(source: PathLike) -> List[Path]:
     return files
 
 
-def load_image(path: PathLike, size: Union[int, None] = None, policy: str = "center_crop") -> torch.Tensor:
-    """Read an image as a (3, H, W) float32 tensor in [-1, 1]; grayscale and RGBA become RGB.
+def _rgb_array(img: Image.Image) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 255] from any PIL mode.
 
-    With `size`, an image that is not size x size is brought to it by `policy`:
+    16- and 32-bit grayscale (modes I;16*, I, F) are scaled by their type's full range to keep
+    their precision instead of being clipped to 8 bits; palette and grayscale images are expanded
+    to RGB; an alpha channel is dropped (colours are taken as stored, not composited).
+    """
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        full = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        if img.mode == "F":
+            full = 1.0 if arr.max(initial=0) <= 1.0 else 255.0
+        gray = (np.clip(arr / full, 0, 1) * 255).astype(np.float32)
+        return np.repeat(gray[..., None], 3, axis=2)
+    return np.asarray(img.convert("RGB"), dtype=np.float32)
+
+
+def load_image(path: PathLike, size: Union[int, None] = None, policy: str = "center_crop") -> torch.Tensor:
+    """Read an image as a (3, H, W) float32 tensor in [-1, 1].
+
+    EXIF orientation is applied; grayscale, palette, RGBA and 16-bit files become RGB (see
+    `_rgb_array`). With `size`, an image that is not size x size is brought to it by `policy`:
     "center_crop" scales the shorter side to `size` (bicubic, antialiased) and crops the centre;
     "resize" scales both sides to `size` (aspect ratio not kept); "error" refuses it.
+    Unreadable files raise OSError; PIL's decompression-bomb limit (about 89 megapixels) applies.
     """
     if policy not in RESIZE_POLICIES:
         raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}, got {policy!r}")
     with Image.open(path) as img:
-        img = img.convert("RGB")
-        if size is not None and img.size != (size, size):
-            if policy == "error":
-                raise ValueError(f"{path} is {img.size[0]}x{img.size[1]}, the model needs {size}x{size} "
-                                 f"(set data.resize to center_crop or resize)")
-            if policy == "resize":
-                img = img.resize((size, size), Image.BICUBIC)
-            else:
-                w, h = img.size
-                scale = size / min(w, h)
-                nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-                img = img.resize((nw, nh), Image.BICUBIC)
-                left, top = (nw - size) // 2, (nh - size) // 2
-                img = img.crop((left, top, left + size, top + size))
-        arr = np.array(img, dtype=np.float32)
-    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1
+        img = ImageOps.exif_transpose(img)
+        arr = _rgb_array(img)
+    if size is not None and arr.shape[:2] != (size, size):
+        h, w = arr.shape[:2]
+        if policy == "error":
+            raise ValueError(f"{path} is {w}x{h}, the model needs {size}x{size} "
+                             f"(set data.resize to center_crop or resize)")
+        if policy == "resize":
+            arr = _resize(arr, size, size)
+        else:
+            scale = size / min(w, h)
+            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+            arr = _resize(arr, nw, nh)
+            left, top = (nw - size) // 2, (nh - size) // 2
+            arr = arr[top:top + size, left:left + size]
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1) / 127.5 - 1
+
+
+def _resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bicubic resize of an (H, W, 3) float array per channel (PIL antialiases when shrinking)."""
+    channels = [np.asarray(Image.fromarray(arr[..., c], mode="F").resize((width, height), Image.BICUBIC))
+                for c in range(3)]
+    return np.clip(np.stack(channels, axis=-1), 0, 255)
 
 
 def save_image(x: torch.Tensor, path: PathLike) -> None:
