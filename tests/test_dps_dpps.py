@@ -7,53 +7,12 @@ import pytest
 import torch
 
 from guided_diffusion import TINY_FLAGS, create_model
-from guided_diffusion.analytic import GaussianMixture, GaussianMixtureDenoiser, sliced_wasserstein
-from guided_diffusion.diffusion import GaussianDiffusion
+from operators import MatrixOperator
 from samplers import build_sampler
 
-from operators import MatrixOperator
-from operators.dense import avgpool_matrix_2d, selection_matrix
+from conftest import GMM_CASES, SHAPE, SIGMA, gmm_swd as _swd
 
-SHAPE, D, SIGMA, N = (3, 4, 4), 48, 0.05, 400
-LINEAR = GaussianDiffusion.from_config()
-
-
-def _operators(g: torch.Generator) -> dict:
-    return {"inpainting": selection_matrix(D, torch.randperm(D, generator=g)[:24]),
-            "downsampling": avgpool_matrix_2d(SHAPE, 2),
-            "random_matrix": torch.randn(16, D, generator=g, dtype=torch.float64) / math.sqrt(D)}
-
-
-@pytest.fixture(scope="module")
-def gmm_cases():
-    """Per operator: (op, y repeated N times, exact posterior samples, bound, prior-sampling SWD).
-
-    Bound = 4 x the SWD between two independent exact posterior sample sets of size N (the
-    finite-sample floor, measured 0.013-0.017 here). Sampling the prior, i.e. ignoring y, measured
-    0.25-0.28 and fails it; DPS (scale 0.3, 200 steps) measured 0.023-0.042.
-    """
-    prior = GaussianMixture.random(SHAPE, 3, torch.Generator().manual_seed(0))
-    model = GaussianMixtureDenoiser(prior, LINEAR.alphas_cumprod)
-    g = torch.Generator().manual_seed(5)
-    x_true = prior.sample(1, g)
-    cases = {}
-    for name, A in _operators(g).items():
-        op = MatrixOperator(A, SHAPE)
-        y = op.forward(x_true) + SIGMA * torch.randn(1, A.shape[0], generator=g, dtype=torch.float64)
-        post = prior.posterior(A, y[0], SIGMA)
-        ref = post.sample(N, torch.Generator().manual_seed(1))
-        bound = 4 * sliced_wasserstein(ref, post.sample(N, torch.Generator().manual_seed(2)))
-        cases[name] = (op, y.expand(N, -1), ref, bound)
-    return model, cases
-
-
-def _swd(sampler, model, op, y, ref) -> float:
-    x = sampler.sample(model, op, y, sigma=SIGMA, shape=(N, *SHAPE), generator=torch.Generator().manual_seed(4),
-                       dtype=torch.float64)
-    return sliced_wasserstein(x, ref)
-
-
-@pytest.mark.parametrize("case", ["inpainting", "downsampling", "random_matrix"])
+@pytest.mark.parametrize("case", GMM_CASES)
 @pytest.mark.parametrize("name,params", [("dps", {"scale": 0.3}), ("dpps", {"scale": 0.3, "n_max": 20})])
 def test_sampler_approaches_exact_posterior(gmm_cases, case: str, name: str, params: dict) -> None:
     model, cases = gmm_cases
@@ -62,7 +21,7 @@ def test_sampler_approaches_exact_posterior(gmm_cases, case: str, name: str, par
     assert _swd(sampler, model, op, y, ref) < bound
 
 
-@pytest.mark.parametrize("case", ["inpainting", "downsampling", "random_matrix"])
+@pytest.mark.parametrize("case", GMM_CASES)
 def test_ignoring_y_fails_the_bound(gmm_cases, case: str) -> None:
     model, cases = gmm_cases
     op, y, ref, bound = cases[case]

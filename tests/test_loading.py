@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from guided_diffusion import TINY_FLAGS, CheckpointError, create_model, load_model
+from guided_diffusion import TINY_FLAGS, CheckpointError, load_model
 
 from conftest import checkpoint_file
 
