@@ -1,0 +1,138 @@
+"""Train the ADM UNet on a folder of images: `python scripts/train.py --config FILE [--set key=value ...] [--resume]`.
+
+The run folder (`output`) holds config.yaml, log.jsonl (one line per `log_every` steps: step and
+the means of loss, mse, vlb, grad_norm, sec_per_step), train_state.pt (model, EMA, optimizer,
+loss scaler, step, random states and config; every `save_every` steps and at the end) and
+model.pt, the EMA weights as {"flags", "state_dict"} for `guided_diffusion.load_model`. Files are
+replaced atomically. `--resume` continues from train_state.pt exactly as if the run had not
+stopped (bit-identical on CPU); only steps, save_every, log_every, output and device may change.
+An existing folder is not reused without `--resume` or `--overwrite`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import yaml  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from configs import ConfigError  # noqa: E402
+from guided_diffusion import CheckpointError  # noqa: E402
+from scripts.sample import pick_device, resolve_path  # noqa: E402
+from training import (ImageCrops, Trainer, atomic_write, check_resumable, export_model,  # noqa: E402
+                      load_train_config, load_train_state, model_flags, save_torch)
+
+CONFIG, LOG, STATE, MODEL = "config.yaml", "log.jsonl", "train_state.pt", "model.pt"
+
+
+def prepare_output(out: Path, cfg: Dict[str, Any], resume: bool, overwrite: bool) -> Optional[Dict[str, Any]]:
+    """Make `out` ready and write config.yaml; returns the saved training state when resuming, else None."""
+    if resume and overwrite:
+        raise ConfigError("--resume continues a run and --overwrite starts it again; pass one of them")
+    state = _resumed_state(out, cfg) if resume else None
+    if not resume and out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"{out} is not empty; pass --resume to continue its run or --overwrite to start again")
+        for name in (CONFIG, LOG, STATE, MODEL):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / CONFIG, lambda f: f.write(yaml.safe_dump(cfg, sort_keys=False).encode()))
+    return state
+
+
+def _resumed_state(out: Path, cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """The run's saved state, checked against `cfg`; the log is cut back to the saved step."""
+    if not (out / STATE).is_file():
+        raise ConfigError(f"--resume: {out / STATE} does not exist; start the run without --resume")
+    state = load_train_state(out / STATE)
+    check_resumable(state["config"], cfg, str(out))
+    if state["step"] > cfg["steps"]:
+        raise ConfigError(f"--resume: the run in {out} is at step {state['step']}, past steps={cfg['steps']}")
+    # Log lines written after the checkpoint describe steps that will be taken again.
+    kept = [line for line in _read_log(out) if line["step"] <= state["step"]]
+    atomic_write(out / LOG, lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
+    return state
+
+
+def _read_log(out: Path) -> List[Dict[str, float]]:
+    path = out / LOG
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _append_log(out: Path, window: List[Dict[str, float]], step: int, seconds: float) -> Dict[str, float]:
+    row = {"step": step, **{k: sum(s[k] for s in window) / len(window) for k in window[0]},
+           "sec_per_step": seconds / len(window)}
+    with open(out / LOG, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
+
+
+def save(out: Path, trainer: Trainer, cfg: Dict[str, Any]) -> None:
+    """Write model.pt (EMA weights) and train_state.pt, each atomically."""
+    export_model(out / MODEL, model_flags(cfg), trainer.ema)
+    save_torch({**trainer.state_dict(), "config": cfg}, out / STATE)
+
+
+def train(cfg: Dict[str, Any], resume: bool = False, overwrite: bool = False) -> Path:
+    """Run a validated training config to cfg["steps"]; returns the path of the exported model."""
+    device = pick_device(cfg["device"])
+    try:
+        data = ImageCrops(resolve_path(cfg["data"]["input"]), int(model_flags(cfg)["image_size"]),
+                          cfg["data"]["load_size"], cfg["data"]["flip"])
+    except (FileNotFoundError, ValueError, OSError) as err:
+        raise ConfigError(f"data.input: {err}") from None
+    out = Path(cfg["output"]).absolute()
+    state = prepare_output(out, cfg, resume, overwrite)
+    trainer = Trainer(cfg, device)
+    if state is not None:
+        trainer.load_state_dict(state)
+    if trainer.precision != cfg["precision"]:
+        print(f"note: precision {cfg['precision']} applies on CUDA only; training in fp32 on {device}", file=sys.stderr)
+    print(f"{len(data)} image(s) from {cfg['data']['input']}; "
+          f"{sum(p.numel() for p in trainer.model.parameters()):,} parameters; device {device}", file=sys.stderr)
+    window: List[Dict[str, float]] = []
+    tic = time.perf_counter()
+    with tqdm(total=cfg["steps"], initial=trainer.step, desc="train", unit="step") as bar:
+        while trainer.step < cfg["steps"]:
+            window.append(trainer.train_step(data))
+            bar.update(1)
+            bar.set_postfix(loss=f"{window[-1]['loss']:.4f}", refresh=False)
+            done = trainer.step == cfg["steps"]
+            if trainer.step % cfg["log_every"] == 0 or done:
+                _append_log(out, window, trainer.step, time.perf_counter() - tic)
+                window, tic = [], time.perf_counter()
+            if trainer.step % cfg["save_every"] == 0 or done:
+                save(out, trainer, cfg)
+    return out / MODEL
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML training config (see configs/train/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.lr=2e-4 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in the output folder")
+    parser.add_argument("--overwrite", action="store_true", help="start again in a non-empty output folder")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_train_config(args.config, args.overrides)
+        model_path = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    except (ConfigError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except FloatingPointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"trained to step {cfg['steps']}; EMA model: {model_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
