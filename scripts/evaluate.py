@@ -1,0 +1,72 @@
+"""Score restorations against ground truths: `python scripts/evaluate.py --recon DIR --label DIR`.
+
+Images are paired by file stem. Writes `per_image.csv` (PSNR, SSIM, LPIPS per image) and
+`summary.json` (metric -> mean over images; FID and KID are set-level) to `--out` (default: the
+`metrics/` folder beside `--recon`) and prints the summary. Existing outputs are kept unless
+`--overwrite`. Protocol and weight files: docs/evaluation.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from configs import ConfigError  # noqa: E402
+from evaluation import EvaluationError, Networks, evaluate, format_summary, pair_images, parse_metrics  # noqa: E402
+from evaluation import write_result  # noqa: E402
+from evaluation.evaluator import METRICS, result_paths  # noqa: E402
+from evaluation.files import refuse_existing  # noqa: E402
+from evaluation.perceptual import BACKBONES  # noqa: E402
+from configs import pick_device  # noqa: E402
+
+
+def add_metric_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared with reproduce.py: which metrics, which weights, which device."""
+    parser.add_argument("--metrics", help=f"comma-separated subset of {','.join(METRICS)}")
+    parser.add_argument("--lpips-net", default="vgg", choices=sorted(BACKBONES),
+                        help="LPIPS backbone (the papers use vgg)")
+    parser.add_argument("--lpips-weights", help="torchvision backbone weights file (else $LPIPS_BACKBONE, "
+                                                "else $TORCH_HOME/hub/checkpoints/)")
+    parser.add_argument("--inception-weights", help="torch-fidelity Inception weights file (else "
+                                                    "$FID_INCEPTION_WEIGHTS, else $TORCH_HOME/hub/checkpoints/)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda[:N]")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per network call")
+
+
+def build_networks(args: argparse.Namespace, metrics: List[str]) -> Networks:
+    return Networks.for_metrics(metrics, pick_device(args.device), args.lpips_net, args.lpips_weights,
+                                args.inception_weights)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recon", required=True, help="folder of restored images")
+    parser.add_argument("--label", required=True, help="folder of ground-truth images (same stems)")
+    parser.add_argument("--out", help="output folder (default: <recon>/../metrics)")
+    parser.add_argument("--crop-border", type=int, default=0, help="pixels PSNR/SSIM ignore on each side")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing per_image.csv / summary.json")
+    add_metric_options(parser)
+    args = parser.parse_args(argv)
+    out = Path(args.out) if args.out else Path(args.recon).absolute().parent / "metrics"
+    try:
+        metrics = parse_metrics(args.metrics or ",".join(METRICS))
+        refuse_existing(result_paths(out), args.overwrite)  # before the work, not after
+        pairs = pair_images(Path(args.recon), Path(args.label))
+        result = evaluate(pairs, metrics, build_networks(args, metrics), args.crop_border, args.batch_size)
+        written = write_result(result, out, args.overwrite)
+    except (EvaluationError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_summary(result.summary, len(pairs)))
+    print(json.dumps(result.summary, indent=2))
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
