@@ -11,14 +11,22 @@ import difflib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import torch
 import yaml
 
 from guided_diffusion.image_io import RESIZE_POLICIES
+from guided_diffusion.runtime import PRECISIONS, SDPA_BACKENDS
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Every key a config may set, with its default. A default of None means "no value" and accepts
 # the type given in _TYPES.
 DEFAULTS: Dict[str, Any] = {
-    "model": {"checkpoint": None, "flags": {}},
+    # Run-time options (guided_diffusion/runtime.py): precision fp32 | fp16 | bf16 (autocast),
+    # channels_last, compile (torch.compile), sdpa (attention backend), checkpointing (activation
+    # checkpointing: less memory for DPS/DPPS backward passes, more time).
+    "model": {"checkpoint": None, "flags": {}, "precision": "fp32", "channels_last": False, "compile": False,
+              "sdpa": "auto", "checkpointing": False},
     "sampler": {"name": "ddpm"},
     # Restoration: an operator block {name, params...} and a noise block {name, params...};
     # without an operator the run samples the prior (num_samples images).
@@ -33,7 +41,8 @@ DEFAULTS: Dict[str, Any] = {
     "grid": True,
 }
 _TYPES: Dict[str, tuple] = {
-    "model.checkpoint": (str,), "model.flags": (dict,), "sampler": (dict,),
+    "model.checkpoint": (str,), "model.flags": (dict,), "model.precision": (str,), "model.channels_last": (bool,),
+    "model.compile": (bool,), "model.sdpa": (str,), "model.checkpointing": (bool,), "sampler": (dict,),
     "task.operator": (dict,), "task.noise": (dict,), "data.input": (str,), "data.resize": (str,),
     "data.limit": (int,), "progress_every": (int,),
     "num_samples": (int,), "batch_size": (int,), "seed": (int,), "device": (str,), "output": (str,),
@@ -76,7 +85,7 @@ def _merge(base: Dict[str, Any], update: Dict[str, Any], source: str, prefix: st
     return out
 
 
-def _parse_set(item: str) -> Dict[str, Any]:
+def parse_set(item: str) -> Dict[str, Any]:
     """'a.b=value' -> {'a': {'b': value}}, value parsed as YAML (numbers, booleans, lists)."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value")
@@ -102,7 +111,7 @@ def load_config(path: Optional[str], overrides: Sequence[str] = ()) -> Dict[str,
             raise ConfigError(f"{path}: top level must be a mapping of keys")
         cfg = _merge(cfg, data, str(path))
     for item in overrides:
-        cfg = _merge(cfg, _parse_set(item), "--set")
+        cfg = _merge(cfg, parse_set(item), "--set")
     _check_values(cfg, str(path or "--set"))
     return cfg
 
@@ -114,6 +123,9 @@ def _check_values(cfg: Dict[str, Any], source: str) -> None:
             problems.append(f"'{key}' must be >= 1, got {cfg[key]}")
     if cfg["progress_every"] < 0:
         problems.append(f"'progress_every' must be >= 0, got {cfg['progress_every']}")
+    for key, allowed in (("precision", PRECISIONS), ("sdpa", SDPA_BACKENDS)):
+        if cfg["model"][key] not in allowed:
+            problems.append(f"'model.{key}' must be one of {', '.join(allowed)}, got {cfg['model'][key]!r}")
     if cfg["data"]["resize"] not in RESIZE_POLICIES:
         problems.append(f"'data.resize' must be one of {', '.join(RESIZE_POLICIES)}, got {cfg['data']['resize']!r}")
     if cfg["data"]["limit"] is not None and cfg["data"]["limit"] < 1:
@@ -128,3 +140,23 @@ def _check_values(cfg: Dict[str, Any], source: str) -> None:
         problems.append(f"'device' must be auto, cpu, cuda[:N] or mps, got {cfg['device']!r}")
     if problems:
         raise ConfigError(f"{source}: {problems[0]}")
+
+
+def resolve_path(path: str) -> Path:
+    """A config path: relative paths are taken from the working directory, else the repository root."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    return REPO / p if (REPO / p).exists() else p
+
+
+def pick_device(name: str, local_rank: Optional[int] = None) -> torch.device:
+    """The `device` key: "auto" (CUDA if present, else CPU), "cpu", "cuda[:N]", "mps". Under a
+    multi-process launch (`local_rank` given) "auto" and "cuda" mean cuda:local_rank, one GPU each."""
+    if local_rank is not None and name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device(f"cuda:{local_rank}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)

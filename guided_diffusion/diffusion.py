@@ -96,9 +96,10 @@ class GaussianDiffusion:
         # q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, posterior_variance)   (Ho et al. eq. 6-7)
         ac, ac_prev = self.alphas_cumprod, self.alphas_cumprod_prev
         self.posterior_variance = betas * (1.0 - ac_prev) / (1.0 - ac)
-        # The t = 0 posterior variance is 0; its log is clipped to the t = 1 value.
-        self.posterior_log_variance_clipped = torch.log(
-            torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]]))
+        # The t = 0 posterior variance is 0; its log is clipped to the t = 1 value (to beta_0 when
+        # the grid has a single step: the value then only enters learned-range interpolation).
+        first = self.posterior_variance[1:2] if self.num_timesteps > 1 else betas[:1]
+        self.posterior_log_variance_clipped = torch.log(torch.cat([first, self.posterior_variance[1:]]))
         self.posterior_mean_coef1 = betas * ac_prev.sqrt() / (1.0 - ac)
         self.posterior_mean_coef2 = (1.0 - ac_prev) * self.alphas.sqrt() / (1.0 - ac)
 

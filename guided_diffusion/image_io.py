@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import List, Union
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+from .files import atomic_write
 
 PathLike = Union[str, os.PathLike]
 
@@ -91,20 +92,11 @@ def _resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def save_image(x: torch.Tensor, path: PathLike) -> None:
-    """Write one (C, H, W) image in [-1, 1] (C = 1 or 3) as PNG via a temporary file and an atomic rename,
+    """Write one (C, H, W) image in [-1, 1] (C = 1 or 3) as PNG, atomically (`files.atomic_write`),
     so a killed run never leaves a half-written image under the final name."""
     arr = to_uint8(x)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    atomic_write(path, lambda f: img.save(f, format="PNG"))
 
 
 def make_grid(images: torch.Tensor, ncol: int = 8, pad: int = 2) -> torch.Tensor:

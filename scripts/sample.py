@@ -9,11 +9,17 @@ generators seeded from (seed, k) for x_T / sampler noise and for the measurement
 do not depend on the batch size, and a rerun skips the images already written (resume). Files are
 written atomically; nothing is overwritten without `--overwrite`; a folder holding a run with a
 different config is refused.
+
+Under `torchrun --nproc_per_node N scripts/sample.py ...` each rank (RANK / WORLD_SIZE from the
+environment) takes images rank, rank + N, ... of the sorted list (`evaluation.shards`), runs on
+cuda:LOCAL_RANK (device auto or cuda) and writes its own files into the shared output folder;
+seeds stay per global image index, so the outputs equal a single-process run's. No grid.png then.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -24,30 +30,17 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from configs import ConfigError, load_config  # noqa: E402
+from configs import ConfigError, load_config, pick_device, resolve_path  # noqa: E402
+from guided_diffusion.files import atomic_write_text  # noqa: E402
+from evaluation.shards import Rank, current_rank, shard  # noqa: E402
 from guided_diffusion import CheckpointError, load_model  # noqa: E402
+from guided_diffusion.runtime import ModelRunner  # noqa: E402
 from guided_diffusion.image_io import list_images, load_image, make_grid, save_image  # noqa: E402
 from operators import OperatorUnavailable, build_noise, build_operator  # noqa: E402
-from samplers import build_sampler  # noqa: E402
+from samplers import NonFiniteError, build_sampler  # noqa: E402
 
 # Stream offsets keep the sampler's and the measurement noise's generators independent.
 SAMPLER_STREAM, NOISE_STREAM = 0, 1
-
-
-def resolve_path(path: str) -> Path:
-    """A relative path is taken from the working directory, else from the repository root."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    return REPO / p if (REPO / p).exists() else p
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
 
 
 def generators(seed: int, indices: Sequence[int], stream: int, device: torch.device) -> List[torch.Generator]:
@@ -55,13 +48,15 @@ def generators(seed: int, indices: Sequence[int], stream: int, device: torch.dev
     return [torch.Generator(device).manual_seed((seed * 1_000_003 + k) * 4 + stream) for k in indices]
 
 
-def prepare_output(out: Path, cfg: Dict[str, Any], overwrite: bool) -> None:
-    """Create `out`; refuse to mix runs: an existing folder must hold the same config (resume)."""
+def prepare_output(out: Path, cfg: Dict[str, Any], overwrite: bool, rank: Rank = Rank(0, 1, 0)) -> None:
+    """Create `out`; refuse to mix runs: an existing folder must hold the same config (resume).
+    Every rank checks; rank 0 writes config.yaml, atomically, so no rank reads half a file."""
     saved = out / "config.yaml"
     if saved.exists() and not overwrite and yaml.safe_load(saved.read_text()) != cfg:
         raise ConfigError(f"{out} holds a run with a different config; choose another output or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    if rank.rank == 0:
+        atomic_write_text(saved, yaml.safe_dump(cfg, sort_keys=False))
 
 
 def _build(kind: str, spec: Dict[str, Any], builder) -> Any:
@@ -85,7 +80,22 @@ def progress_saver(out: Path, stems: List[str], every: int):
     return callback
 
 
-def restore(cfg: Dict[str, Any], sampler, model, device: torch.device, out: Path, overwrite: bool) -> List[Path]:
+@dataclass
+class RunReport:
+    """What a run did: the images written in this call and the images that failed (name -> reason)."""
+
+    written: List[Path] = field(default_factory=list)
+    failed: Dict[str, str] = field(default_factory=dict)
+
+
+def restore(cfg: Dict[str, Any], sampler, model, device: torch.device, out: Path, overwrite: bool,
+            rank: Rank = Rank(0, 1, 0)) -> RunReport:
+    """Restore every image of this rank's shard that has no recon/ file yet (all with overwrite).
+
+    An unreadable image, or one whose size the resize policy refuses, is reported and skipped; a
+    batch whose sampling diverges (NaN/Inf) is redone image by image (per-image seeds make that
+    give the same results) so only the diverging image is lost.
+    """
     try:
         files = list_images(resolve_path(cfg["data"]["input"]))
     except FileNotFoundError as err:
@@ -94,66 +104,97 @@ def restore(cfg: Dict[str, Any], sampler, model, device: torch.device, out: Path
     op = _build("operator", cfg["task"]["operator"], build_operator).to(device)
     noise = _build("noise", cfg["task"]["noise"] or {"name": "clean"}, build_noise)
     sigma = float(getattr(noise, "sigma", 0.0))
-    written: List[Path] = []
-    bs = cfg["batch_size"]
-    for start in tqdm(range(0, len(files), bs), desc="images", unit="batch"):
-        idx = list(range(start, min(start + bs, len(files))))
-        stems = [files[k].stem for k in idx]
-        if not overwrite and all((out / "recon" / f"{s}.png").exists() for s in stems):
-            continue
+    report = RunReport()
+    # Global indices: seeds do not depend on the shard, the batch size or what was done before.
+    mine = shard(range(len(files)), rank.rank, rank.world_size)
+    pending = [k for k in mine if overwrite or not (out / "recon" / f"{files[k].stem}.png").exists()]
+
+    def load(k: int) -> Optional[torch.Tensor]:
         try:
-            x = torch.stack([load_image(files[k], model.image_size, cfg["data"]["resize"]) for k in idx]).to(device)
+            return load_image(files[k], model.image_size, cfg["data"]["resize"])
         except (ValueError, OSError) as err:
-            raise ConfigError(f"data.input: {err}") from None
-        noise_gens = generators(cfg["seed"], idx, NOISE_STREAM, device)
+            report.failed[files[k].name] = f"skipped, cannot use the file: {str(err).splitlines()[0]}"
+            return None
+
+    def restore_batch(ks: List[int], x: torch.Tensor) -> None:
+        stems = [files[k].stem for k in ks]
+        noise_gens = generators(cfg["seed"], ks, NOISE_STREAM, device)
         with torch.no_grad():
-            y = torch.cat([noise(op.forward(x[j:j + 1]), generator=noise_gens[j]) for j in range(len(idx))])
-        x_hat = sampler.sample(model, op, y, sigma=sigma, shape=tuple(x.shape),
-                               generator=generators(cfg["seed"], idx, SAMPLER_STREAM, device),
-                               callback=progress_saver(out, stems, cfg["progress_every"]), progress=True)
+            y = torch.cat([noise(op.forward(x[j:j + 1]), generator=noise_gens[j]) for j in range(len(ks))])
+        try:
+            x_hat = sampler.sample(model, op, y, sigma=sigma, shape=tuple(x.shape),
+                                   generator=generators(cfg["seed"], ks, SAMPLER_STREAM, device),
+                                   callback=progress_saver(out, stems, cfg["progress_every"]), progress=True)
+        except NonFiniteError as err:
+            if len(ks) == 1:
+                report.failed[files[ks[0]].name] = str(err)
+                return
+            for j, k in enumerate(ks):
+                restore_batch([k], x[j:j + 1])
+            return
         for j, stem in enumerate(stems):
             save_image(op.visualize(y[j:j + 1])[0] * 2 - 1, out / "input" / f"{stem}.png")
             save_image(x[j], out / "label" / f"{stem}.png")
-            save_image(x_hat[j], out / "recon" / f"{stem}.png")
-            written.append(out / "recon" / f"{stem}.png")
-    return written
+            save_image(x_hat[j], out / "recon" / f"{stem}.png")  # last: its presence marks the image done
+            report.written.append(out / "recon" / f"{stem}.png")
+
+    bs = cfg["batch_size"]
+    for start in tqdm(range(0, len(pending), bs), desc="images", unit="batch"):
+        loaded = [(k, load(k)) for k in pending[start:start + bs]]
+        ks = [k for k, img in loaded if img is not None]
+        if ks:
+            restore_batch(ks, torch.stack([img for _, img in loaded if img is not None]).to(device))
+    return report
 
 
-def sample_prior(cfg: Dict[str, Any], sampler, model, device: torch.device, out: Path, overwrite: bool) -> List[Path]:
-    written: List[Path] = []
+def sample_prior(cfg: Dict[str, Any], sampler, model, device: torch.device, out: Path, overwrite: bool,
+                 rank: Rank = Rank(0, 1, 0)) -> RunReport:
+    report = RunReport()
     n, bs = cfg["num_samples"], cfg["batch_size"]
     shape = (model.in_channels, model.image_size, model.image_size)
-    for start in tqdm(range(0, n, bs), desc="samples", unit="batch"):
-        idx = list(range(start, min(start + bs, n)))
+    mine = shard(range(n), rank.rank, rank.world_size)
+    for start in tqdm(range(0, len(mine), bs), desc="samples", unit="batch"):
+        idx = mine[start:start + bs]
         paths = [out / "samples" / f"{k:05d}.png" for k in idx]
         if not overwrite and all(p.exists() for p in paths):
             continue
-        with torch.no_grad():
-            x = sampler.sample(model, shape=(len(idx), *shape), progress=True,
-                               generator=generators(cfg["seed"], idx, SAMPLER_STREAM, device))
+        try:
+            with torch.no_grad():
+                x = sampler.sample(model, shape=(len(idx), *shape), progress=True,
+                                   generator=generators(cfg["seed"], idx, SAMPLER_STREAM, device))
+        except NonFiniteError as err:
+            report.failed.update({paths[j].name: str(err) for j in err.images})
+            continue
         for img, p in zip(x, paths):
             save_image(img, p)
-            written.append(p)
-    if cfg["grid"]:
+            report.written.append(p)
+    if cfg["grid"] and rank.world_size == 1:  # other ranks may still be writing their samples
         imgs = [load_image(p) for p in sorted((out / "samples").glob("*.png"))]
         save_image(make_grid(torch.stack(imgs)), out / "grid.png")
-    return written
+    return report
 
 
-def run(cfg: Dict[str, Any], overwrite: bool = False) -> List[Path]:
-    """Run a validated config; returns the paths of the images written in this call."""
+def run(cfg: Dict[str, Any], overwrite: bool = False) -> RunReport:
+    """Run a validated config; returns what was written in this call and what failed."""
     if not cfg["model"]["checkpoint"]:
         raise ConfigError("model.checkpoint is not set")
     try:
         sampler = build_sampler(**cfg["sampler"])
     except (TypeError, ValueError) as err:
         raise ConfigError(f"sampler: {err}") from None
-    device = pick_device(cfg["device"])
-    model = load_model(resolve_path(cfg["model"]["checkpoint"]), device=device, **cfg["model"]["flags"])
+    try:
+        rank = current_rank()
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    device = pick_device(cfg["device"], rank.local_rank if rank.world_size > 1 else None)
+    mc = cfg["model"]
+    model = ModelRunner(load_model(resolve_path(mc["checkpoint"]), device=device, **mc["flags"]),
+                        precision=mc["precision"], channels_last=mc["channels_last"], compile=mc["compile"],
+                        sdpa=mc["sdpa"], checkpointing=mc["checkpointing"])
     out = Path(cfg["output"]).absolute()
-    prepare_output(out, cfg, overwrite)
+    prepare_output(out, cfg, overwrite, rank)
     job = restore if cfg["task"]["operator"] else sample_prior
-    return job(cfg, sampler, model, device, out, overwrite)
+    return job(cfg, sampler, model, device, out, overwrite, rank)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -165,11 +206,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-        written = run(cfg, overwrite=args.overwrite)
+        report = run(cfg, overwrite=args.overwrite)
     except (ConfigError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {len(written)} image(s) to {Path(cfg['output']).absolute()}")
+    print(f"wrote {len(report.written)} image(s) to {Path(cfg['output']).absolute()}")
+    if report.failed:
+        print(f"{len(report.failed)} image(s) failed:", file=sys.stderr)
+        for name, reason in report.failed.items():
+            print(f"  {name}: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from configs import ConfigError  # noqa: E402
 from guided_diffusion import CheckpointError  # noqa: E402
-from scripts.sample import pick_device, resolve_path  # noqa: E402
+from configs import pick_device, resolve_path  # noqa: E402
 from training import (ImageCrops, Trainer, atomic_write, check_resumable, export_model,  # noqa: E402
                       load_train_config, load_train_state, model_flags, save_torch)
 

@@ -179,3 +179,13 @@ def test_ddpm_step_variance_recursion_on_gaussian_prior() -> None:
     assert abs(x.var().item() - var.item()) < 5 * var.item() * math.sqrt(2 / n)
     # fixed_small drops the c1^2 Var(x0 | x_t) part of the true reverse variance: it undershoots s^2.
     assert 0.7 * s ** 2 < var.item() < s ** 2
+
+
+def test_single_step_grid_is_usable() -> None:
+    """steps = 1 keeps only t = 0: one deterministic step to x0_hat, no empty schedule arrays."""
+    d = GaussianDiffusion.from_config("linear", 1000, "1")
+    assert d.num_timesteps == 1 and torch.isfinite(d.posterior_log_variance_clipped).all()
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    t = d.timesteps(2, 0)
+    out = d.p_mean_variance(lambda x_t, tt: torch.zeros_like(x_t), x, t, clip_denoised=False)
+    assert torch.allclose(out["mean"], out["x0_hat"], atol=1e-6)  # at t = 0 the mean is x0_hat

@@ -85,6 +85,7 @@ def test_sample_script_reports_config_errors_in_one_line(tmp_path: Path, tiny_ch
         (["--set", "sampler.name=ddpn"], "did you mean 'ddpm'"),
         (["--set", "sampler.stepz=3"], "stepz"),
         (["--set", "model.checkpoint=nowhere/ffhq_10m.pt"], "drive.google.com"),
+        (["--set", "model.precision=fp8"], "'model.precision' must be one of fp32, fp16, bf16"),
     ]
     cfg = _write_config(tmp_path, tiny_checkpoint)
     for extra, message in cases:
@@ -142,3 +143,22 @@ def test_restoration_end_to_end_and_batch_invariance(tmp_path: Path, tiny_checkp
         assert (outs[1] / "recon" / name).read_bytes() == (outs[2] / "recon" / name).read_bytes()
     again = _run("--config", str(tmp_path / "cfg2.yaml"))
     assert again.returncode == 0 and "wrote 0 image(s)" in again.stdout
+
+
+def test_bad_files_and_divergence_are_reported_and_the_run_goes_on(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    images = _images(tmp_path / "images", n=2)
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
+    cfg = {"model": {"checkpoint": str(tiny_checkpoint)}, "sampler": {"name": "dps", "scale": 0.3, "steps": 2},
+           "task": {"operator": {"name": "inpainting", "mask_type": "random", "image_size": 32}},
+           "data": {"input": str(images)}, "batch_size": 3, "output": str(tmp_path / "out")}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = _run("--config", str(path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / "recon").iterdir()) == ["img0.png", "img1.png"]
+    assert "1 image(s) failed" in result.stderr and "broken.png: skipped, cannot use the file" in result.stderr
+    # A step size that overflows: every image stops with the sampler, the step and the cause named.
+    diverged = _run("--config", str(path), "--set", "sampler.scale=1e38", "--set", f"output={tmp_path / 'out2'}")
+    assert diverged.returncode == 1 and "Traceback" not in diverged.stderr
+    assert "img0.png: dps: non-finite values at step index" in diverged.stderr
+    assert not (tmp_path / "out2" / "recon").exists()

@@ -4,33 +4,15 @@ leaves either the previous complete file or the new one under the final name, ne
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
-from typing import Any, BinaryIO, Callable, Dict, Mapping, Union
+from typing import Any, Dict, Mapping, Union
 
 import torch
 
+from guided_diffusion.files import atomic_write
 from guided_diffusion.models import CheckpointError, read_checkpoint
 
 PathLike = Union[str, os.PathLike]
 STATE_KEYS = ("step", "device_type", "model", "ema", "optimizer", "scaler", "rng", "config")
-
-
-def atomic_write(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Call write(f) on a temporary file beside `path`, flush it to disk, then rename it to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_torch(obj: Any, path: PathLike) -> None:

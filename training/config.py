@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from configs.schema import ConfigError, _parse_set
+from configs.schema import ConfigError, parse_set
 from guided_diffusion.diffusion import get_named_beta_schedule
 from guided_diffusion.models import MODEL_DEFAULTS, unet_kwargs
 from guided_diffusion.runtime import PRECISIONS
@@ -123,7 +123,7 @@ def load_train_config(path: Optional[str], overrides: Sequence[str] = ()) -> Dic
             raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
         cfg = _apply(cfg, data, source)
     for item in overrides:
-        cfg = _apply(cfg, _parse_set(item), "--set")
+        cfg = _apply(cfg, parse_set(item), "--set")
     check_values(cfg, source)
     return cfg
 
