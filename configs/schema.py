@@ -6,6 +6,7 @@ are reported in one line naming the key and the file. The `sampler` block is pas
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import difflib
 from pathlib import Path
@@ -96,20 +97,32 @@ def parse_set(item: str) -> Dict[str, Any]:
     return value
 
 
+def read_yaml_mapping(path: str) -> Dict[str, Any]:
+    """A YAML file whose top level is a mapping; one-line ConfigError for a missing or bad file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p.resolve()}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys")
+    return data
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, example: str) -> None:
+    """The --config FILE and repeatable --set KEY=VALUE options every run script takes."""
+    parser.add_argument("--config", help="YAML config")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config value, e.g. --set {example} (repeatable)")
+
+
 def load_config(path: Optional[str], overrides: Sequence[str] = ()) -> Dict[str, Any]:
     """Read a YAML config (or none: the defaults), apply `--set key=value` overrides, validate."""
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p.resolve()}")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of keys")
-        cfg = _merge(cfg, data, str(path))
+        cfg = _merge(cfg, read_yaml_mapping(path), str(path))
     for item in overrides:
         cfg = _merge(cfg, parse_set(item), "--set")
     _check_values(cfg, str(path or "--set"))

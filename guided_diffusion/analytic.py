@@ -9,7 +9,7 @@ these as ground truth; `sliced_wasserstein` compares sample sets.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -135,3 +135,33 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_projections: int = 25
     qa = torch.quantile(a @ theta, levels, dim=0)
     qb = torch.quantile(b @ theta, levels, dim=0)
     return float(((qa - qb) ** 2).mean().sqrt())
+
+
+def linear_problems(sigma: float = 0.05, shape: Sequence[int] = (3, 4, 4)
+                    ) -> Tuple[GaussianMixtureDenoiser, Dict[str, Tuple[Any, torch.Tensor, GaussianMixture]]]:
+    """The samplers' reference problems: the 3-component mixture prior (seed 0) and one x drawn
+    from it, observed through half the pixels ("inpainting"), 2x average pooling ("downsampling")
+    and a 16 x d Gaussian matrix ("random_matrix") with noise sigma.
+
+    Returns (exact denoiser for the linear 1000-step schedule, {name: (operator, y (1, m), exact
+    posterior)}). Fixed seeds: the problems are the same in every test and script.
+    """
+    from operators import MatrixOperator
+    from operators.dense import avgpool_matrix_2d, selection_matrix
+
+    from .diffusion import GaussianDiffusion
+
+    d = math.prod(shape)
+    prior = GaussianMixture.random(shape, 3, torch.Generator().manual_seed(0))
+    model = GaussianMixtureDenoiser(prior, GaussianDiffusion.from_config().alphas_cumprod)
+    g = torch.Generator().manual_seed(5)
+    x_true = prior.sample(1, g)
+    matrices = {"inpainting": selection_matrix(d, torch.randperm(d, generator=g)[:d // 2]),
+                "downsampling": avgpool_matrix_2d(shape, 2),
+                "random_matrix": torch.randn(16, d, generator=g, dtype=torch.float64) / math.sqrt(d)}
+    problems = {}
+    for name, A in matrices.items():
+        op = MatrixOperator(A, shape)
+        y = op.forward(x_true) + sigma * torch.randn(1, A.shape[0], generator=g, dtype=torch.float64)
+        problems[name] = (op, y, prior.posterior(A, y[0], sigma))
+    return model, problems

@@ -130,8 +130,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--arch", default="ffhq_10m", choices=sorted(PUBLIC_CHECKPOINTS))
-    parser.add_argument("--options", nargs="*", default=[o for o in OPTIONS if o != "torch.compile"],
-                        choices=list(OPTIONS), help="run-time options to time (torch.compile is opt-in)")
+    parser.add_argument("--options", nargs="*", default=None, choices=list(OPTIONS),
+                        help="run-time options to time; default: all but torch.compile, and on the CPU also "
+                             "but fp16 (its CPU kernels are reference code: minutes per call)")
     parser.add_argument("--samplers", nargs="*", default=sorted(SAMPLERS), choices=sorted(SAMPLERS))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -140,6 +141,9 @@ def main() -> None:
         print(json.dumps(measure(case, torch.device("cpu"), case.pop("repeats"))))
         return
     device = torch.device(args.device)
+    if args.options is None:
+        skip = {"torch.compile"} | ({"fp16 autocast"} if device.type == "cpu" else set())
+        args.options = [o for o in OPTIONS if o not in skip]
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"{platform.machine()}, {torch.get_num_threads()} threads")
     mem = "peak alloc MiB" if device.type == "cuda" else "peak RSS growth MiB"

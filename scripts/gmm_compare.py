@@ -11,7 +11,6 @@ means equal network evaluations for every sampler. Seeds are fixed: the table is
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -19,10 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from guided_diffusion.analytic import GaussianMixture, GaussianMixtureDenoiser, sliced_wasserstein  # noqa: E402
-from guided_diffusion.diffusion import GaussianDiffusion  # noqa: E402
-from operators import MatrixOperator  # noqa: E402
-from operators.dense import avgpool_matrix_2d, selection_matrix  # noqa: E402
+from guided_diffusion.analytic import linear_problems, sliced_wasserstein  # noqa: E402
 from samplers import build_sampler  # noqa: E402
 
 SHAPE, SIGMA = (3, 4, 4), 0.05
@@ -35,23 +31,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("-n", type=int, default=1000, help="samples per sampler")
     args = parser.parse_args()
-    d = math.prod(SHAPE)
-    prior = GaussianMixture.random(SHAPE, 3, torch.Generator().manual_seed(0))
-    model = GaussianMixtureDenoiser(prior, GaussianDiffusion.from_config().alphas_cumprod)
-    g = torch.Generator().manual_seed(5)
-    x_true = prior.sample(1, g)
-    problems = {"inpainting (24 of 48)": selection_matrix(d, torch.randperm(d, generator=g)[:24]),
-                "2x average pooling": avgpool_matrix_2d(SHAPE, 2),
-                "Gaussian 16x48": torch.randn(16, d, generator=g, dtype=torch.float64) / math.sqrt(d)}
+    model, problems = linear_problems(SIGMA, SHAPE)
     rows = {"exact posterior (finite-sample floor)": [], "prior, ignoring y": []}
-    for A in problems.values():
-        op = MatrixOperator(A, SHAPE)
-        y = op(x_true) + SIGMA * torch.randn(1, A.shape[0], generator=g, dtype=torch.float64)
-        post = prior.posterior(A, y[0], SIGMA)
+    for op, y, post in problems.values():
         ref = post.sample(args.n, torch.Generator().manual_seed(1))
         rows["exact posterior (finite-sample floor)"].append(
             sliced_wasserstein(ref, post.sample(args.n, torch.Generator().manual_seed(2))))
-        rows["prior, ignoring y"].append(sliced_wasserstein(ref, prior.sample(args.n, torch.Generator().manual_seed(3))))
+        rows["prior, ignoring y"].append(
+            sliced_wasserstein(ref, model.prior.sample(args.n, torch.Generator().manual_seed(3))))
         for name in args.samplers:
             for scale in args.scales:
                 sampler = build_sampler(name, scale=scale, steps=args.steps, clip_denoised=False)
@@ -59,7 +46,8 @@ def main() -> None:
                                    generator=torch.Generator().manual_seed(4), dtype=torch.float64)
                 rows.setdefault(f"{name}, scale {scale:g}, {args.steps} steps", []).append(sliced_wasserstein(x, ref))
     print(f"SWD to the exact posterior, N = {args.n}, sigma_y = {SIGMA}, torch {torch.__version__}\n")
-    print("| sampler | " + " | ".join(problems) + " |\n|---|" + "---:|" * len(problems))
+    names = ("inpainting (24 of 48)", "2x average pooling", "Gaussian 16x48")
+    print("| sampler | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names))
     for key, values in rows.items():
         print(f"| {key} | " + " | ".join(f"{v:.4f}" for v in values) + " |")
 

@@ -30,7 +30,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from configs import ConfigError, load_config, pick_device, resolve_path  # noqa: E402
+from configs import ConfigError, add_config_arguments, load_config, pick_device, resolve_path  # noqa: E402
 from guided_diffusion.files import atomic_write_text  # noqa: E402
 from evaluation.shards import Rank, current_rank, shard  # noqa: E402
 from guided_diffusion import CheckpointError, load_model  # noqa: E402
@@ -55,6 +55,9 @@ def prepare_output(out: Path, cfg: Dict[str, Any], overwrite: bool, rank: Rank =
     if saved.exists() and not overwrite and yaml.safe_load(saved.read_text()) != cfg:
         raise ConfigError(f"{out} holds a run with a different config; choose another output or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
+    if rank.world_size == 1:  # with several ranks a temporary file may be another rank's live write
+        for stale in out.rglob(".*.tmp"):  # left by a killed run; the final files are never partial
+            stale.unlink()
     if rank.rank == 0:
         atomic_write_text(saved, yaml.safe_dump(cfg, sort_keys=False))
 
@@ -199,9 +202,7 @@ def run(cfg: Dict[str, Any], overwrite: bool = False) -> RunReport:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML config (see configs/)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set sampler.steps=50 (repeatable)")
+    add_config_arguments(parser, "sampler.steps=50")
     parser.add_argument("--overwrite", action="store_true", help="regenerate images that already exist")
     args = parser.parse_args(argv)
     try:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from configs import ConfigError  # noqa: E402
 from guided_diffusion import CheckpointError  # noqa: E402
-from configs import pick_device, resolve_path  # noqa: E402
+from configs import add_config_arguments, pick_device, resolve_path  # noqa: E402
 from training import (ImageCrops, Trainer, atomic_write, check_resumable, export_model,  # noqa: E402
                       load_train_config, load_train_state, model_flags, save_torch)
 
@@ -115,9 +115,7 @@ def train(cfg: Dict[str, Any], resume: bool = False, overwrite: bool = False) ->
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML training config (see configs/train/)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set optim.lr=2e-4 (repeatable)")
+    add_config_arguments(parser, "optim.lr=2e-4")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in the output folder")
     parser.add_argument("--overwrite", action="store_true", help="start again in a non-empty output folder")
     args = parser.parse_args(argv)

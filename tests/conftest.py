@@ -51,26 +51,11 @@ def gmm_cases():
     finite-sample floor, measured 0.013-0.017). Sampling the prior, i.e. ignoring y, measured
     0.25-0.28 and fails it; DPS (scale 0.3, 200 steps) measured 0.023-0.042.
     """
-    import math
+    from guided_diffusion.analytic import linear_problems, sliced_wasserstein
 
-    from guided_diffusion.analytic import GaussianMixture, GaussianMixtureDenoiser, sliced_wasserstein
-    from guided_diffusion.diffusion import GaussianDiffusion
-    from operators import MatrixOperator
-    from operators.dense import avgpool_matrix_2d, selection_matrix
-
-    d = math.prod(SHAPE)
-    prior = GaussianMixture.random(SHAPE, 3, torch.Generator().manual_seed(0))
-    model = GaussianMixtureDenoiser(prior, GaussianDiffusion.from_config().alphas_cumprod)
-    g = torch.Generator().manual_seed(5)
-    x_true = prior.sample(1, g)
-    matrices = {"inpainting": selection_matrix(d, torch.randperm(d, generator=g)[:24]),
-                "downsampling": avgpool_matrix_2d(SHAPE, 2),
-                "random_matrix": torch.randn(16, d, generator=g, dtype=torch.float64) / math.sqrt(d)}
+    model, problems = linear_problems(SIGMA, SHAPE)
     cases = {}
-    for name, A in matrices.items():
-        op = MatrixOperator(A, SHAPE)
-        y = op.forward(x_true) + SIGMA * torch.randn(1, A.shape[0], generator=g, dtype=torch.float64)
-        post = prior.posterior(A, y[0], SIGMA)
+    for name, (op, y, post) in problems.items():
         ref = post.sample(N_SAMPLES, torch.Generator().manual_seed(1))
         bound = 4 * sliced_wasserstein(ref, post.sample(N_SAMPLES, torch.Generator().manual_seed(2)))
         cases[name] = (op, y.expand(N_SAMPLES, -1), ref, bound)

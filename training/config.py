@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import copy
 import difflib
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import yaml
-
-from configs.schema import ConfigError, parse_set
+from configs.schema import ConfigError, parse_set, read_yaml_mapping
 from guided_diffusion.diffusion import get_named_beta_schedule
 from guided_diffusion.models import MODEL_DEFAULTS, unet_kwargs
 from guided_diffusion.runtime import PRECISIONS
@@ -114,14 +111,7 @@ def load_train_config(path: Optional[str], overrides: Sequence[str] = ()) -> Dic
     cfg = copy.deepcopy(DEFAULTS)
     source = str(path) if path is not None else "--set"
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p.resolve()}")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-        cfg = _apply(cfg, data, source)
+        cfg = _apply(cfg, read_yaml_mapping(path), source)
     for item in overrides:
         cfg = _apply(cfg, parse_set(item), "--set")
     check_values(cfg, source)

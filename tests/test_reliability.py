@@ -1,0 +1,154 @@
+"""A long run survives bad input and a kill: fuzzed configs and files, kill-and-resume."""
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from guided_diffusion import TINY_FLAGS, create_model
+from scripts.sample import main as sample_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = create_model(**TINY_FLAGS)
+    for p in model.parameters():
+        p.data.normal_(0, 0.02)
+    path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
+    torch.save({"flags": TINY_FLAGS, "state_dict": model.state_dict()}, path)
+    return path
+
+
+def _random_file(folder: Path, k: int, rng: random.Random) -> None:
+    """One image file of a random kind, some of them broken."""
+    kind = rng.choice(["rgb", "gray", "rgba", "16bit", "palette", "wide", "tiny", "corrupt", "empty", "text"])
+    arr = np.random.default_rng(k).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    path = folder / f"f{k}.png"
+    if kind == "rgb":
+        Image.fromarray(arr).save(path)
+    elif kind == "gray":
+        Image.fromarray(arr[..., 0]).save(path)
+    elif kind == "rgba":
+        Image.fromarray(np.dstack([arr, arr[..., :1]]), "RGBA").save(path)
+    elif kind == "16bit":
+        Image.fromarray(arr[..., 0].astype(np.uint16) * 257).save(path)
+    elif kind == "palette":
+        Image.fromarray(arr).convert("P").save(path)
+    elif kind == "wide":
+        Image.fromarray(np.zeros((20, 90, 3), dtype=np.uint8)).save(path)
+    elif kind == "tiny":
+        Image.fromarray(np.zeros((3, 5, 3), dtype=np.uint8)).save(path)
+    elif kind == "corrupt":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(rng.randrange(256) for _ in range(40)))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        path.write_text("not an image")
+
+
+MUTATIONS = [  # (dotted key, bad value): each one must be refused before any work
+    ("sampler.name", "dsp"), ("sampler.steps", 0), ("sampler.steps", 5000), ("sampler.steps", "two"),
+    ("sampler.scale", "big"), ("task.operator.scale_factor", 0), ("task.operator.name", "unknown_op"),
+    ("task.noise", {"name": "gaussian", "sigma": -1.0}), ("task.noise", {"name": "gausian"}),
+    ("data.resize", "stretch"), ("batch_size", 0), ("seed", "x"), ("unknwon_key", 1), ("progress_every", -2),
+    ("model.precision", "fp8"), ("model.checkpoint", "nowhere/ffhq_10m.pt"), ("data.input", "no/such/folder"),
+]
+
+
+def _random_config(tmp: Path, tiny: Path, rng: random.Random) -> dict:
+    """A valid config of a random sampler and operator, with 0, 1 or 2 random bad values."""
+    name = rng.choice(["dps", "dpps", "ddim", "diffpir", "gdp"])
+    cfg = {"model": {"checkpoint": str(tiny)},
+           "sampler": {"name": name, "steps": rng.choice([1, 2, 3]), **({"scale": 0.5} if name in ("dps", "dpps") else {})},
+           "task": {"operator": rng.choice([
+               {"name": "super_resolution", "scale_factor": 2},
+               {"name": "inpainting", "mask_type": rng.choice(["box", "random"]), "image_size": 32, "box_size": 8},
+               {"name": "gaussian_blur", "kernel_size": 5, "intensity": 1.0, "boundary": "circular"},
+               {"name": "colorization"}]),
+               "noise": rng.choice([None, {"name": "gaussian", "sigma": 0.05}, {"name": "poisson", "rate": 1.0}])},
+           "data": {"input": str(tmp / "images"), "resize": rng.choice(["center_crop", "resize", "error"])},
+           "batch_size": rng.choice([1, 2]), "seed": rng.choice([0, 7]), "output": str(tmp / "out")}
+    if name == "diffpir":  # its steps count visited timesteps, at least 2
+        cfg["sampler"]["steps"] = 2
+    for key, value in rng.sample(MUTATIONS, rng.choice([0, 0, 1, 2])):
+        *parents, last = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return cfg
+
+
+def test_fuzzed_configs_and_files_end_in_success_or_one_line_errors(tiny: Path, tmp_path: Path, capsys) -> None:
+    """Every outcome is exit 0 (all done), 1 (run finished, some images failed: a summary), or 2
+    (refused before any work: one line). Never a traceback."""
+    rng = random.Random(0)
+    outcomes = {0: 0, 1: 0, 2: 0}
+
+    for case in range(40):
+        tmp = tmp_path / f"case{case}"
+        (tmp / "images").mkdir(parents=True)
+        Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(tmp / "images" / "good.png")
+        for k in range(2):
+            _random_file(tmp / "images", k, rng)
+        cfg_path = tmp / "cfg.yaml"
+        cfg_path.write_text(yaml.safe_dump(_random_config(tmp, tiny, rng)))
+        code = sample_main(["--config", str(cfg_path)])
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if not line.startswith(("images", "dps", "dpps", "ddim", "diffpir", "gdp", "\r"))
+                  and "it/s" not in line and "s/it" not in line and "batch/s" not in line]
+        assert code in (0, 1, 2), (case, code)
+        assert "Traceback" not in err, (case, err)
+        if code == 2:
+            assert len(errors) == 1 and errors[0].startswith("error: "), (case, errors)
+        if code == 1:
+            assert "image(s) failed" in err
+        outcomes[code] += 1
+    # The fuzzer reaches every end: refused configs, runs with failed images, clean runs.
+    assert min(outcomes.values()) > 0, outcomes
+
+
+def test_killed_run_resumes_with_complete_outputs(tiny: Path, tmp_path: Path) -> None:
+    """SIGKILL a run mid-way, start it again: every image ends up done once, every PNG decodes,
+    no temporary file is left."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(6):
+        Image.fromarray(np.random.default_rng(k).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(images / f"i{k}.png")
+    cfg = {"model": {"checkpoint": str(tiny)}, "sampler": {"name": "dps", "scale": 0.3, "steps": 25},
+           "task": {"operator": {"name": "super_resolution", "scale_factor": 2}},
+           "data": {"input": str(images)}, "batch_size": 1, "output": str(tmp_path / "out")}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, str(REPO / "scripts" / "sample.py"), "--config", str(path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    recon = tmp_path / "out" / "recon"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(recon.glob("*.png"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(recon.glob("*.png")))
+    assert 2 <= done_before < 6, done_before  # killed in the middle of the run
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"wrote {6 - done_before} image(s)" in again.stdout  # finished images are not redone
+    for sub in ("input", "label", "recon"):
+        files = sorted((tmp_path / "out" / sub).iterdir())
+        assert [f.name for f in files] == [f"i{k}.png" for k in range(6)]
+        for f in files:
+            with Image.open(f) as img:
+                img.load()
+    assert not list((tmp_path / "out").rglob("*.tmp"))
