@@ -37,6 +37,10 @@ def rho_view(rho: Rho, like: Tensor) -> Tensor:
     raise ValueError(f"rho must be a float or a tensor of shape (B,) = ({like.shape[0]},), got {tuple(r.shape)}")
 
 
+class NonlinearOperatorError(TypeError):
+    """A linear-only method (transpose, pinv, prox) was called on a nonlinear operator."""
+
+
 class Operator(nn.Module):
     """Base class: ``forward`` is A(x); ``op(x)`` is the same call."""
 
@@ -50,13 +54,13 @@ class Operator(nn.Module):
         self.params = {}
 
     def transpose(self, y: Tensor) -> Tensor:
-        raise NotImplementedError(f"{type(self).__name__} is nonlinear: it has no transpose")
+        raise NonlinearOperatorError(f"{type(self).__name__} is nonlinear: it has no transpose")
 
     def pinv(self, y: Tensor) -> Tensor:
-        raise NotImplementedError(f"{type(self).__name__} is nonlinear: it has no pseudo-inverse")
+        raise NonlinearOperatorError(f"{type(self).__name__} is nonlinear: it has no pseudo-inverse")
 
     def prox(self, z: Tensor, y: Tensor, rho: Rho) -> Tensor:
-        raise NotImplementedError(f"{type(self).__name__} is nonlinear: it has no prox")
+        raise NonlinearOperatorError(f"{type(self).__name__} is nonlinear: it has no prox")
 
     def visualize(self, y: Tensor) -> Tensor:
         """Map a measurement to a displayable image in ``[0, 1]`` (default ``clamp((y+1)/2)``)."""

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from operators import build_noise, build_operator, sigma_from_255
+from operators.base import NonlinearOperatorError
 from operators.inpainting import box_mask
 
 
@@ -66,7 +67,7 @@ def test_phase_retrieval_matches_centred_orthonormal_fft() -> None:
     ref = np.abs(np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(padded, axes=(-2, -1)), norm="ortho"), axes=(-2, -1)))
     assert np.allclose(y.numpy(), ref, atol=1e-12)
     assert torch.allclose(y.square().sum(dim=(2, 3)), x.square().sum(dim=(2, 3)))
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(NonlinearOperatorError, match="nonlinear: it has no transpose"):
         op.transpose(y)
     vis = op.visualize(y)
     assert vis.shape == y.shape and 0 <= vis.min() and vis.max() <= 1
