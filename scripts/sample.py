@@ -91,7 +91,7 @@ class RunReport:
     failed: Dict[str, str] = field(default_factory=dict)
 
 
-def restore(cfg: Dict[str, Any], sampler, model, device: torch.device, out: Path, overwrite: bool,
+def restore(cfg: Dict[str, Any], sampler, model, op, noise, device: torch.device, out: Path, overwrite: bool,
             rank: Rank = Rank(0, 1, 0)) -> RunReport:
     """Restore every image of this rank's shard that has no recon/ file yet (all with overwrite).
 
@@ -104,8 +104,6 @@ def restore(cfg: Dict[str, Any], sampler, model, device: torch.device, out: Path
     except FileNotFoundError as err:
         raise ConfigError(f"data.input: {err}") from None
     files = files[: cfg["data"]["limit"]] if cfg["data"]["limit"] else files
-    op = _build("operator", cfg["task"]["operator"], build_operator).to(device)
-    noise = _build("noise", cfg["task"]["noise"] or {"name": "clean"}, build_noise)
     sigma = float(getattr(noise, "sigma", 0.0))
     report = RunReport()
     # Global indices: seeds do not depend on the shard, the batch size or what was done before.
@@ -185,6 +183,10 @@ def run(cfg: Dict[str, Any], overwrite: bool = False) -> RunReport:
         sampler = build_sampler(**cfg["sampler"])
     except (TypeError, ValueError) as err:
         raise ConfigError(f"sampler: {err}") from None
+    spec = cfg["task"]["operator"]
+    # Operator and noise are built before the model loads, so their errors come before any work.
+    op = _build("operator", spec, build_operator) if spec else None
+    noise = _build("noise", cfg["task"]["noise"] or {"name": "clean"}, build_noise) if spec else None
     try:
         rank = current_rank()
     except ValueError as err:
@@ -194,10 +196,19 @@ def run(cfg: Dict[str, Any], overwrite: bool = False) -> RunReport:
     model = ModelRunner(load_model(resolve_path(mc["checkpoint"]), device=device, **mc["flags"]),
                         precision=mc["precision"], channels_last=mc["channels_last"], compile=mc["compile"],
                         sdpa=mc["sdpa"], checkpointing=mc["checkpointing"])
+    if op is not None:
+        op = op.to(device)
+        try:  # a mask of another size, a factor that does not divide the image: refused here
+            with torch.no_grad():
+                op.forward(torch.zeros(1, model.in_channels, model.image_size, model.image_size, device=device))
+        except (RuntimeError, ValueError) as err:
+            raise ConfigError(f"task.operator {spec['name']!r} cannot act on the model's "
+                              f"{model.image_size}x{model.image_size} images: {str(err).splitlines()[0]}") from None
     out = Path(cfg["output"]).absolute()
     prepare_output(out, cfg, overwrite, rank)
-    job = restore if cfg["task"]["operator"] else sample_prior
-    return job(cfg, sampler, model, device, out, overwrite, rank)
+    if op is None:
+        return sample_prior(cfg, sampler, model, device, out, overwrite, rank)
+    return restore(cfg, sampler, model, op, noise, device, out, overwrite, rank)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -209,7 +220,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = load_config(args.config, args.overrides)
         report = run(cfg, overwrite=args.overwrite)
     except (ConfigError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        where = "" if not args.config or str(err).startswith(args.config) else f"{args.config}: "
+        print(f"error: {where}{err}", file=sys.stderr)
         return 2
     print(f"wrote {len(report.written)} image(s) to {Path(cfg['output']).absolute()}")
     if report.failed:
