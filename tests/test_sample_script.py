@@ -167,7 +167,7 @@ def test_bad_files_and_divergence_are_reported_and_the_run_goes_on(tmp_path: Pat
 def test_operator_that_cannot_fit_the_model_is_refused_before_work(tmp_path: Path, tiny_checkpoint: Path) -> None:
     images = _images(tmp_path / "images", n=1)
     cfg = _write_config(tmp_path, tiny_checkpoint, task={"operator": {"name": "inpainting", "mask_type": "box",
-                                                                     "box_size": 8, "image_size": 64}},
+                                                                     "box_size": 8, "margin": 4, "image_size": 64}},
                         data={"input": str(images)})
     result = _run("--config", str(cfg))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
@@ -175,4 +175,4 @@ def test_operator_that_cannot_fit_the_model_is_refused_before_work(tmp_path: Pat
     assert not (tmp_path / "out").exists()
     negative = _run("--config", str(cfg), "--set", "task.operator.image_size=32",
                     "--set", "task.noise={name: gaussian, sigma: -0.1}")
-    assert negative.returncode == 2 and "sigma must be a non-negative number" in negative.stderr
+    assert negative.returncode == 2 and "task.noise: sigma must be a number >= 0, got -0.1" in negative.stderr
