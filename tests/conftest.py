@@ -21,6 +21,21 @@ def checkpoint_file(name: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A project-format checkpoint ({"flags", "state_dict"}) of the tiny ADM with random weights
+    (N(0, 0.02^2), so no layer is the identity), for end-to-end runs in seconds."""
+    from guided_diffusion import TINY_FLAGS, create_model
+
+    torch.manual_seed(0)
+    model = create_model(**TINY_FLAGS)
+    for p in model.parameters():
+        p.data.normal_(0, 0.02)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    torch.save({"flags": TINY_FLAGS, "state_dict": model.state_dict()}, path)
+    return path
+
+
 @pytest.fixture
 def gen() -> torch.Generator:
     return torch.Generator().manual_seed(1234)

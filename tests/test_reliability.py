@@ -9,26 +9,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 import yaml
 from PIL import Image
 
-from guided_diffusion import TINY_FLAGS, create_model
 from scripts.sample import main as sample_main
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = create_model(**TINY_FLAGS)
-    for p in model.parameters():
-        p.data.normal_(0, 0.02)
-    path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
-    torch.save({"flags": TINY_FLAGS, "state_dict": model.state_dict()}, path)
-    return path
 
 
 def _random_file(folder: Path, k: int, rng: random.Random) -> None:
@@ -67,10 +53,10 @@ MUTATIONS = [  # (dotted key, bad value): each one must be refused before any wo
 ]
 
 
-def _random_config(tmp: Path, tiny: Path, rng: random.Random) -> dict:
+def _random_config(tmp: Path, tiny_checkpoint: Path, rng: random.Random) -> dict:
     """A valid config of a random sampler and operator, with 0, 1 or 2 random bad values."""
     name = rng.choice(["dps", "dpps", "ddim", "diffpir", "gdp"])
-    cfg = {"model": {"checkpoint": str(tiny)},
+    cfg = {"model": {"checkpoint": str(tiny_checkpoint)},
            "sampler": {"name": name, "steps": rng.choice([1, 2, 3]), **({"scale": 0.5} if name in ("dps", "dpps") else {})},
            "task": {"operator": rng.choice([
                {"name": "super_resolution", "scale_factor": 2},
@@ -91,7 +77,7 @@ def _random_config(tmp: Path, tiny: Path, rng: random.Random) -> dict:
     return cfg
 
 
-def test_fuzzed_configs_and_files_end_in_success_or_one_line_errors(tiny: Path, tmp_path: Path, capsys) -> None:
+def test_fuzzed_configs_and_files_end_in_success_or_one_line_errors(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
     """Every outcome is exit 0 (all done), 1 (run finished, some images failed: a summary), or 2
     (refused before any work: one line). Never a traceback."""
     rng = random.Random(0)
@@ -104,7 +90,7 @@ def test_fuzzed_configs_and_files_end_in_success_or_one_line_errors(tiny: Path, 
         for k in range(2):
             _random_file(tmp / "images", k, rng)
         cfg_path = tmp / "cfg.yaml"
-        cfg_path.write_text(yaml.safe_dump(_random_config(tmp, tiny, rng)))
+        cfg_path.write_text(yaml.safe_dump(_random_config(tmp, tiny_checkpoint, rng)))
         code = sample_main(["--config", str(cfg_path)])
         err = capsys.readouterr().err
         errors = [line for line in err.splitlines() if not line.startswith(("images", "dps", "dpps", "ddim", "diffpir", "gdp", "\r"))
@@ -120,14 +106,14 @@ def test_fuzzed_configs_and_files_end_in_success_or_one_line_errors(tiny: Path, 
     assert min(outcomes.values()) > 0, outcomes
 
 
-def test_killed_run_resumes_with_complete_outputs(tiny: Path, tmp_path: Path) -> None:
+def test_killed_run_resumes_with_complete_outputs(tiny_checkpoint: Path, tmp_path: Path) -> None:
     """SIGKILL a run mid-way, start it again: every image ends up done once, every PNG decodes,
     no temporary file is left."""
     images = tmp_path / "images"
     images.mkdir()
     for k in range(6):
         Image.fromarray(np.random.default_rng(k).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(images / f"i{k}.png")
-    cfg = {"model": {"checkpoint": str(tiny)}, "sampler": {"name": "dps", "scale": 0.3, "steps": 25},
+    cfg = {"model": {"checkpoint": str(tiny_checkpoint)}, "sampler": {"name": "dps", "scale": 0.3, "steps": 25},
            "task": {"operator": {"name": "super_resolution", "scale_factor": 2}},
            "data": {"input": str(images)}, "batch_size": 1, "output": str(tmp_path / "out")}
     path = tmp_path / "cfg.yaml"

@@ -16,17 +16,6 @@ from samplers import build_sampler, list_samplers
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = create_model(**TINY_FLAGS)
-    for p in model.parameters():
-        p.data.normal_(0, 0.02)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    torch.save({"flags": TINY_FLAGS, "state_dict": model.state_dict()}, path)
-    return path
-
-
 @pytest.mark.parametrize("name,params", [("ddpm", {"steps": 5}), ("ddim", {"steps": 5, "eta": 0.5})])
 def test_tiny_model_sampling_is_reproducible(name: str, params: dict) -> None:
     torch.manual_seed(0)
