@@ -61,13 +61,17 @@ def load_image(path: PathLike, size: Union[int, None] = None, policy: str = "cen
     `_rgb_array`). With `size`, an image that is not size x size is brought to it by `policy`:
     "center_crop" scales the shorter side to `size` (bicubic, antialiased) and crops the centre;
     "resize" scales both sides to `size` (aspect ratio not kept); "error" refuses it.
-    Unreadable files raise OSError; PIL's decompression-bomb limit (about 89 megapixels) applies.
+    Unreadable files raise OSError, and so do images above twice PIL's decompression-bomb limit
+    (`PIL.Image.MAX_IMAGE_PIXELS`, about 89 megapixels: above 179 megapixels).
     """
     if policy not in RESIZE_POLICIES:
         raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}, got {policy!r}")
-    with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
-        arr = _rgb_array(img)
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            arr = _rgb_array(img)
+    except Image.DecompressionBombError as err:  # not an OSError: make it one like other unreadable files
+        raise OSError(f"{path}: refused as too large ({err})") from None
     if size is not None and arr.shape[:2] != (size, size):
         h, w = arr.shape[:2]
         if policy == "error":

@@ -71,3 +71,11 @@ def test_corrupt_and_missing_files(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="holds no images"):
         list_images(tmp_path / "empty")
+
+
+def test_huge_image_is_refused_as_unreadable(tmp_path: Path, monkeypatch) -> None:
+    """Above twice PIL's pixel limit a file is refused with an OSError (lowered limit for speed)."""
+    Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels > 2 x 1000
+    with pytest.raises(OSError, match="refused as too large"):
+        load_image(tmp_path / "big.png")
