@@ -70,14 +70,9 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: with more threads than free cores (a busy 2-core CI box) OpenMP
-    barriers in the hundreds of CG iterations made a test 10x slower, so run single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These tensors are tiny: with more threads than free cores (a busy 2-core CI box) OpenMP barriers
+# in the hundreds of CG iterations made a test 10x slower, so run single-threaded.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(params=CASES, ids=case_id)

@@ -24,14 +24,10 @@ from training import ImageCrops, atomic_write, load_train_config, load_train_sta
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a small machine shared with other jobs, OpenMP threads waiting for
-    each other made steps up to 20x slower. (Results are bit-identical only at equal thread counts.)"""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# One intra-op thread (conftest.one_thread): the tiny model gains nothing from threads, and on a
+# small busy CPU waiting OpenMP threads made steps 10-20x slower. Training results are
+# bit-identical only at equal thread counts.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
