@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, NamedTuple
 
-from guided_diffusion.image_io import list_images
+from guided_diffusion.image_io import images_by_stem
 
 from .errors import EvaluationError
 
@@ -19,15 +19,9 @@ def _by_stem(folder: Path, role: str) -> dict:
     if not folder.is_dir():
         raise EvaluationError(f"{role} folder {folder.absolute()} does not exist")
     try:
-        files = list_images(folder)
-    except FileNotFoundError as err:
-        raise EvaluationError(str(err)) from None
-    stems: dict = {}
-    for f in files:
-        if f.stem in stems:
-            raise EvaluationError(f"{role} folder holds two images with stem {f.stem!r}: {stems[f.stem]} and {f}")
-        stems[f.stem] = f
-    return stems
+        return images_by_stem(folder)
+    except (FileNotFoundError, ValueError) as err:
+        raise EvaluationError(f"{role} folder: {err}") from None
 
 
 def pair_images(recon_dir: Path, label_dir: Path) -> List[Pair]:

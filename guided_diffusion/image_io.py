@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Union
+from typing import Dict, List, Union
 
 import numpy as np
 import torch
@@ -35,6 +35,17 @@ def list_images(source: PathLike) -> List[Path]:
     if not files:
         raise FileNotFoundError(f"input folder {source.resolve()} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return files
+
+
+def images_by_stem(source: PathLike) -> Dict[str, Path]:
+    """`list_images(source)` keyed by file stem, in sorted order. Outputs are named by stem, so two
+    files with one stem (in different subfolders, or a.png beside a.jpg) are refused (ValueError)."""
+    found: Dict[str, Path] = {}
+    for f in list_images(source):
+        if f.stem in found:
+            raise ValueError(f"two images share the stem {f.stem!r}: {found[f.stem]} and {f}")
+        found[f.stem] = f
+    return found
 
 
 def _rgb_array(img: Image.Image) -> np.ndarray:

@@ -35,7 +35,7 @@ from guided_diffusion.files import atomic_write_text  # noqa: E402
 from evaluation.shards import Rank, current_rank, shard  # noqa: E402
 from guided_diffusion import CheckpointError, load_model  # noqa: E402
 from guided_diffusion.runtime import ModelRunner  # noqa: E402
-from guided_diffusion.image_io import list_images, load_image, make_grid, save_image  # noqa: E402
+from guided_diffusion.image_io import images_by_stem, load_image, make_grid, save_image  # noqa: E402
 from operators import OperatorUnavailable, build_noise, build_operator  # noqa: E402
 from samplers import NonFiniteError, build_sampler  # noqa: E402
 
@@ -99,9 +99,9 @@ def restore(cfg: Dict[str, Any], sampler, model, op, noise, device: torch.device
     batch whose sampling diverges (NaN/Inf) is redone image by image (per-image seeds make that
     give the same results) so only the diverging image is lost.
     """
-    try:
-        files = list_images(resolve_path(cfg["data"]["input"]))
-    except FileNotFoundError as err:
+    try:  # outputs are named by stem: two inputs with one stem would overwrite each other
+        files = list(images_by_stem(resolve_path(cfg["data"]["input"])).values())
+    except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"data.input: {err}") from None
     files = files[: cfg["data"]["limit"]] if cfg["data"]["limit"] else files
     sigma = float(getattr(noise, "sigma", 0.0))

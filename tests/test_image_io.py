@@ -79,3 +79,17 @@ def test_huge_image_is_refused_as_unreadable(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels > 2 x 1000
     with pytest.raises(OSError, match="refused as too large"):
         load_image(tmp_path / "big.png")
+
+
+def test_images_by_stem_refuses_shared_stems(tmp_path: Path) -> None:
+    """Outputs are named by stem, so a.png beside sub/a.jpg would overwrite each other: refused."""
+    from guided_diffusion.image_io import images_by_stem
+
+    (tmp_path / "sub").mkdir()
+    img = Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8))
+    img.save(tmp_path / "b.png")
+    img.save(tmp_path / "a.png")
+    assert list(images_by_stem(tmp_path)) == ["a", "b"]
+    img.save(tmp_path / "sub" / "a.jpg")
+    with pytest.raises(ValueError, match="two images share the stem 'a'"):
+        images_by_stem(tmp_path)
