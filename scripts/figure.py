@@ -65,7 +65,7 @@ def grid_rows(runs: Dict[str, Dict[str, Path]], methods: List[str], n_images: in
                 row.append(_tile(by_method[m] / "recon" / f"{stem}.png", size) if m in by_method
                            else torch.ones_like(label))
             tiles += row + [label]
-            labels.append(f"{task}\n{stem}")
+            labels.append(f"{task}\n{stem}" if task else stem)
     if not tiles:
         raise EvaluationError("the runs share no restored image")
     return torch.stack(tiles), labels

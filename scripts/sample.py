@@ -3,7 +3,8 @@
 Restoration (config `task.operator`): each image of `data.input` is brought to the model's size
 (`data.resize`), degraded as y = noise(A x), and restored; the run writes `label/` (ground truth),
 `input/` (the measurement, `op.visualize`), `recon/` (the restoration), all as
-round(255 clamp((x + 1) / 2)) PNGs, plus `progress/` every `progress_every` steps if asked.
+round(255 clamp((x + 1) / 2)) PNGs, plus `progress/` every `progress_every` steps if asked, and
+(with `grid`) `comparison.png`: measured | restored | truth for the first 16 images.
 Without an operator it samples the prior into `samples/`. Randomness is per image: image k uses
 generators seeded from (seed, k) for x_T / sampler noise and for the measurement noise, so results
 do not depend on the batch size, and a rerun skips the images already written (resume). Files are
@@ -38,7 +39,9 @@ from guided_diffusion.runtime import ModelRunner  # noqa: E402
 from guided_diffusion.image_io import images_by_stem, load_image, make_grid, save_image  # noqa: E402
 from operators import OperatorUnavailable, build_noise, build_operator  # noqa: E402
 from samplers import NonFiniteError, build_sampler  # noqa: E402
+from scripts.figure import compose, grid_rows  # noqa: E402
 
+COMPARISON_IMAGES = 16  # rows of comparison.png: a picture to look at, not a record of the run
 # Stream offsets keep the sampler's and the measurement noise's generators independent.
 SAMPLER_STREAM, NOISE_STREAM = 0, 1
 
@@ -46,6 +49,12 @@ SAMPLER_STREAM, NOISE_STREAM = 0, 1
 def generators(seed: int, indices: Sequence[int], stream: int, device: torch.device) -> List[torch.Generator]:
     """One generator per image, seeded from (seed, image index, stream)."""
     return [torch.Generator(device).manual_seed((seed * 1_000_003 + k) * 4 + stream) for k in indices]
+
+
+def measure(op, noise, x: torch.Tensor, noise_generators: List[torch.Generator]) -> torch.Tensor:
+    """y = noise(A x), image j with noise_generators[j]: (N, C, H, W) in [-1, 1] -> A's output shape."""
+    with torch.no_grad():
+        return torch.cat([noise(op.forward(x[j:j + 1]), generator=g) for j, g in enumerate(noise_generators)])
 
 
 def prepare_output(out: Path, cfg: Dict[str, Any], overwrite: bool, rank: Rank = Rank(0, 1, 0)) -> None:
@@ -119,9 +128,7 @@ def restore(cfg: Dict[str, Any], sampler, model, op, noise, device: torch.device
 
     def restore_batch(ks: List[int], x: torch.Tensor) -> None:
         stems = [files[k].stem for k in ks]
-        noise_gens = generators(cfg["seed"], ks, NOISE_STREAM, device)
-        with torch.no_grad():
-            y = torch.cat([noise(op.forward(x[j:j + 1]), generator=noise_gens[j]) for j in range(len(ks))])
+        y = measure(op, noise, x, generators(cfg["seed"], ks, NOISE_STREAM, device))
         try:
             x_hat = sampler.sample(model, op, y, sigma=sigma, shape=tuple(x.shape),
                                    generator=generators(cfg["seed"], ks, SAMPLER_STREAM, device),
@@ -145,7 +152,20 @@ def restore(cfg: Dict[str, Any], sampler, model, op, noise, device: torch.device
         ks = [k for k, img in loaded if img is not None]
         if ks:
             restore_batch(ks, torch.stack([img for _, img in loaded if img is not None]).to(device))
+    fresh = report.written or not (out / "comparison.png").exists()
+    if cfg["grid"] and rank.world_size == 1 and fresh:
+        write_comparison(out)
     return report
+
+
+def write_comparison(out: Path) -> None:
+    """<out>/comparison.png: measurement | restoration | ground truth, a row for each of the first
+    COMPARISON_IMAGES images of <out>/recon (none written while recon/ is empty)."""
+    if not any((out / "recon").glob("*.png")):
+        return
+    tiles, stems = grid_rows({"": {"restored": out}}, ["restored"], COMPARISON_IMAGES)
+    save_image(compose(make_grid(tiles, ncol=3), ["measured", "restored", "truth"], stems,
+                       tiles.shape[-1]), out / "comparison.png")
 
 
 def sample_prior(cfg: Dict[str, Any], sampler, model, device: torch.device, out: Path, overwrite: bool,

@@ -127,6 +127,10 @@ def test_restoration_end_to_end_and_batch_invariance(tmp_path: Path, tiny_checkp
             assert [f.name for f in files] == ["img0.png", "img1.png", "img2.png"]
             from PIL import Image
             assert Image.open(files[0]).size == size
+    # comparison.png: a titled row (measurement | restoration | truth) per image, 32 px tiles, 2 px padding.
+    from scripts.figure import HEADER, LEFT
+    from PIL import Image
+    assert Image.open(outs[1] / "comparison.png").size == (LEFT + 3 * 34 + 2, HEADER + 3 * 34 + 2)
     # Per-image generators: the batch size does not change any output byte.
     for name in ("img0.png", "img1.png", "img2.png"):
         assert (outs[1] / "recon" / name).read_bytes() == (outs[2] / "recon" / name).read_bytes()
