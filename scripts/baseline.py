@@ -25,7 +25,7 @@ from evaluation.baselines import classical_method, classical_restore  # noqa: E4
 from guided_diffusion import CheckpointError, load_model  # noqa: E402
 from guided_diffusion.image_io import images_by_stem, load_image, save_image  # noqa: E402
 from operators import build_noise, build_operator  # noqa: E402
-from scripts.sample import NOISE_STREAM, _build, generators, measure, write_comparison  # noqa: E402
+from scripts.sample import NOISE_STREAM, build_task_part, generators, measure, write_comparison  # noqa: E402
 
 
 def run(cfg: Dict[str, Any], output: Optional[str] = None, overwrite: bool = False) -> Path:
@@ -33,8 +33,8 @@ def run(cfg: Dict[str, Any], output: Optional[str] = None, overwrite: bool = Fal
     spec = cfg["task"]["operator"]
     if not spec:
         raise ConfigError("task.operator is not set: a baseline restores measurements")
-    op = _build("operator", spec, build_operator)
-    noise = _build("noise", cfg["task"]["noise"] or {"name": "clean"}, build_noise)
+    op = build_task_part("operator", spec, build_operator)
+    noise = build_task_part("noise", cfg["task"]["noise"] or {"name": "clean"}, build_noise)
     try:
         method = classical_method(op)
     except ValueError as err:

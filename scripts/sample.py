@@ -71,7 +71,8 @@ def prepare_output(out: Path, cfg: Dict[str, Any], overwrite: bool, rank: Rank =
         atomic_write_text(saved, yaml.safe_dump(cfg, sort_keys=False))
 
 
-def _build(kind: str, spec: Dict[str, Any], builder) -> Any:
+def build_task_part(kind: str, spec: Dict[str, Any], builder) -> Any:
+    """builder(spec["name"], **rest) for task.operator / task.noise; bad specs become one-line ConfigErrors."""
     params = dict(spec)
     name = params.pop("name")
     try:
@@ -205,8 +206,8 @@ def run(cfg: Dict[str, Any], overwrite: bool = False) -> RunReport:
         raise ConfigError(f"sampler: {err}") from None
     spec = cfg["task"]["operator"]
     # Operator and noise are built before the model loads, so their errors come before any work.
-    op = _build("operator", spec, build_operator) if spec else None
-    noise = _build("noise", cfg["task"]["noise"] or {"name": "clean"}, build_noise) if spec else None
+    op = build_task_part("operator", spec, build_operator) if spec else None
+    noise = build_task_part("noise", cfg["task"]["noise"] or {"name": "clean"}, build_noise) if spec else None
     try:
         rank = current_rank()
     except ValueError as err:
