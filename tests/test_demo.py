@@ -15,7 +15,7 @@ from configs import load_config
 from evaluation.baselines import classical_restore
 from evaluation.metrics import psnr
 from guided_diffusion import load_model
-from guided_diffusion.image_io import load_image
+from guided_diffusion.image_io import load_image, to_uint8
 from operators import build_operator
 from samplers import build_sampler
 from scripts.sample import SAMPLER_STREAM, generators
@@ -57,9 +57,9 @@ def test_demo_config_runs_end_to_end(tmp_path: Path, config: str, method: str) -
     assert sorted(p.name for p in (tmp_path / f"{config}_{method}" / "recon").glob("*.png")) == [p.name for p in recon]
 
 
-def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """As the PNGs are written: round(255 clamp((x + 1) / 2))."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+def _as_written(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) in [-1, 1] -> uint8, by the function save_image writes PNGs with."""
+    return torch.stack([torch.from_numpy(to_uint8(img)).permute(2, 0, 1) for img in x])
 
 
 @pytest.mark.parametrize("config,margin_db", QUALITY_MARGINS)
@@ -76,6 +76,6 @@ def test_demo_prior_beats_the_classical_baseline(config: str, margin_db: float) 
     with torch.no_grad():
         x_hat = sampler.sample(model, op, y, sigma=0.0, shape=tuple(x.shape),
                                generator=generators(cfg["seed"], range(len(x)), SAMPLER_STREAM, torch.device("cpu")))
-    prior = psnr(_to_uint8(x_hat), _to_uint8(x)).mean().item()
-    classical = psnr(_to_uint8(classical_restore(op, y)), _to_uint8(x)).mean().item()
+    prior = psnr(_as_written(x_hat), _as_written(x)).mean().item()
+    classical = psnr(_as_written(classical_restore(op, y)), _as_written(x)).mean().item()
     assert prior >= classical + margin_db, (prior, classical)
