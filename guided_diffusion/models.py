@@ -1,6 +1,8 @@
 """Build the ADM UNet from guided-diffusion's flag names and load checkpoints strictly and safely."""
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -70,11 +72,55 @@ def _parse_ints(value: Union[str, Sequence], name: str) -> List[float]:
     return [float(v) for v in value]
 
 
+# Smallest value of the integer flags; those in _FLAG_DERIVED may also be -1 (derived from the others).
+_FLAG_MIN = {"image_size": 1, "num_channels": 1, "num_res_blocks": 1, "num_heads": 1, "num_head_channels": 1,
+             "num_heads_upsample": 1}
+_FLAG_DERIVED = {"num_head_channels", "num_heads_upsample"}
+
+
+def check_model_flags(flags: Mapping[str, Any], prefix: str = "") -> None:
+    """Check each given flag's name, type and range (not their combination: see `unet_kwargs`).
+
+    Types follow `MODEL_DEFAULTS`: booleans, integers (>= 1; -1 also for num_head_channels and
+    num_heads_upsample), dropout a number in [0, 1), channel_mult / attention_resolutions a
+    comma-separated string or a list of positive numbers (empty: the size's default channel_mult,
+    no attention). Raises TypeError for an unknown flag (with the nearest known name), ValueError
+    for a bad value; both name the flag as `prefix + name`.
+    """
+    for name, value in flags.items():
+        key = f"'{prefix}{name}'"
+        if name not in MODEL_DEFAULTS:
+            close = difflib.get_close_matches(str(name), list(MODEL_DEFAULTS), n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise TypeError(f"unknown model flag {key}{hint}; known: {', '.join(sorted(MODEL_DEFAULTS))}")
+        default, got = MODEL_DEFAULTS[name], f"got {type(value).__name__} {value!r}"
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{key} must be true or false, {got}")
+        elif isinstance(default, int):
+            # bool is a subclass of int: `num_channels: true` is not a number.
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{key} must be an integer, {got}")
+            if value < _FLAG_MIN[name] and not (name in _FLAG_DERIVED and value == -1):
+                allowed = "-1 or >= 1" if name in _FLAG_DERIVED else f">= {_FLAG_MIN[name]}"
+                raise ValueError(f"{key} must be {allowed}, got {value}")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"{key} must be a number in [0, 1), {got}")
+        elif not (name == "channel_mult" and value is None):  # channel_mult "" / None: the size's default
+            if not isinstance(value, (str, list, tuple)):
+                raise ValueError(f"{key} must be a comma-separated string or a list of numbers, {got}")
+            try:
+                numbers = _parse_ints(value, key)
+            except (TypeError, ValueError):
+                numbers = [math.nan]
+            if not all(math.isfinite(v) and v > 0 for v in numbers):
+                raise ValueError(f"{key} must be comma-separated positive numbers, {got}")
+
+
 def unet_kwargs(**flags: Any) -> Dict[str, Any]:
     """Map ADM `create_model` flags to `UNetModel` constructor arguments (defaults as guided-diffusion)."""
-    unknown = sorted(set(flags) - set(MODEL_DEFAULTS))
-    if unknown:
-        raise TypeError(f"unknown model flag(s) {unknown}; known: {sorted(MODEL_DEFAULTS)}")
+    check_model_flags(flags)
     f = {**MODEL_DEFAULTS, **flags}
     size = int(f["image_size"])
     if f["channel_mult"] in ("", None, ()):
@@ -132,19 +178,36 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {os.path.abspath(path)}; {_download_hint(path)}")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes), an interrupted download?; {_download_hint(path)}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():  # a damaged pickle, not a refused one
+            raise CheckpointError(f"cannot read {path} (truncated or not a torch checkpoint: {_first_line(err)}); "
+                                  f"{_download_hint(path)}") from None
         raise CheckpointError(f"refused to load {path}: it is not a plain tensor checkpoint "
-                              f"(weights_only=True rejected it: {str(err).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"cannot read {path} (truncated or not a torch checkpoint): "
-                              f"{str(err).splitlines()[0]}") from None
+                              f"(weights_only=True rejected it: {_first_line(err)})") from None
+    except Exception as err:  # torch.load fails on damaged files with many types (KeyError, IndexError, ...)
+        # Only RuntimeError / OSError texts say something to a user (a KeyError's is a stray byte).
+        detail = f": {_first_line(err)}" if isinstance(err, (RuntimeError, OSError)) else ""
+        raise CheckpointError(f"cannot read {path} (truncated or not a torch checkpoint{detail}); "
+                              f"{_download_hint(path)}") from None
     if not isinstance(payload, Mapping):
-        raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a state dict")
+        raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a state dict; {_download_hint(path)}")
     if "state_dict" in payload and isinstance(payload["state_dict"], Mapping):
-        return {"state_dict": payload["state_dict"], "flags": payload.get("flags")}
+        flags = payload.get("flags")
+        if flags is not None and not isinstance(flags, Mapping):
+            raise CheckpointError(f"{path}: its stored 'flags' is a {type(flags).__name__}, not a mapping of "
+                                  f"model flags; re-export the model or save its state_dict alone and set model.flags")
+        return {"state_dict": payload["state_dict"], "flags": None if flags is None else dict(flags)}
     return {"state_dict": payload, "flags": None}
+
+
+def _first_line(err: BaseException) -> str:
+    """The first sentence of an error's first non-empty line, else its type (some errors have no text)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0].split(". ")[0] if lines else type(err).__name__
 
 
 def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -181,7 +244,11 @@ def load_model(path: str, device: Union[str, torch.device] = "cpu", dtype: torch
     base = ckpt["flags"] or (public.flags if public else {})
     if not base and not flags:
         raise CheckpointError(f"{path} stores no model flags and is not a known public checkpoint; pass the flags")
-    model = create_model(**{**base, **flags})
+    try:
+        model = create_model(**{**base, **flags})
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot build the network from its flags ({_first_line(err)}); "
+                              f"check model.flags") from None
     check_state_dict(model, ckpt["state_dict"], source=os.fspath(path))
     use_fp16 = bool({**base, **flags}.get("use_fp16", False))
     model.load_state_dict(ckpt["state_dict"], strict=True)

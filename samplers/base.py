@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from guided_diffusion.diffusion import GaussianDiffusion, Generators, Model, randn
 
 from .patches import PatchedModel
+from .params import check_params, specs_of
 
 Callback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
@@ -38,12 +39,19 @@ def list_samplers() -> List[str]:
 
 
 def build_sampler(name: str, **params: Any) -> "Sampler":
-    """Instantiate a registered sampler from its YAML name and parameters."""
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+    """Instantiate a registered sampler from its YAML name and parameters.
+
+    Parameters are checked against the class's declared types and ranges first (`params.Param`:
+    finite numbers, int vs float, bounds), so a bad value is refused before any work, naming the
+    key as `sampler.<param>`.
+    """
+    if not isinstance(name, str) or name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1) if isinstance(name, str) else []
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown sampler {name!r}{hint} known: {', '.join(list_samplers())}")
-    return _REGISTRY[name](**params)
+        raise ValueError(f"'sampler.name': unknown sampler {name!r}{hint} known: {', '.join(list_samplers())}")
+    cls = _REGISTRY[name]
+    check_params(name, specs_of(cls), params)
+    return cls(**params)
 
 
 class Sampler(abc.ABC):

@@ -31,6 +31,7 @@ import torch
 from guided_diffusion.diffusion import GaussianDiffusion, Generators, Model, get_named_beta_schedule, randn, randn_like
 
 from .base import Sampler, register
+from .params import Param
 
 SKIP_TYPES = ("quad", "uniform")
 SIGMA_FLOOR = 0.001  # the code: sigma = max(0.001, noise_level_img), a [0, 1]-scale std
@@ -70,6 +71,11 @@ class DiffPIR(Sampler):
     eta: the code's eta (0 in every script). `sigma` given to `sample` is the measurement std on
     [-1, 1]; the code's noise_level_img is a [0, 1] std, i.e. sigma / 2.
     """
+
+    # lambda_ > 0 keeps rho_t > 0 (a proper prox); eta <= 1 keeps s^2 <= 1 - abar_t' (beta_t <= 1 - abar_t).
+    param_specs = {"lambda_": Param(float, low=0.0, low_open=True), "zeta": Param(float, low=0.0, high=1.0),
+                   "skip_type": Param(str, choices=SKIP_TYPES), "t_start": Param(int, low=0, nullable=True),
+                   "eta": Param(float, low=0.0, high=1.0)}
 
     def __init__(self, lambda_: float = 7.0, zeta: float = 0.3, steps: int = 100, skip_type: str = "quad",
                  t_start: Optional[int] = None, eta: float = 0.0, schedule: str = "linear",

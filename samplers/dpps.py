@@ -11,6 +11,7 @@ from guided_diffusion.diffusion import Generators, Model, randn
 from guided_diffusion.guidance import residual_norm_gradient
 
 from .base import Sampler, register
+from .params import Param
 
 
 @register("dpps")
@@ -29,6 +30,8 @@ class DPPS(Sampler):
     retrieval, where the code breaks), the start is plain noise.
     Selection is per image when batched (the code assumes batch 1).
     """
+
+    param_specs = {"scale": Param(float, low=0.0), "n_max": Param(int, low=2), "aligned_init": Param(bool)}
 
     def __init__(self, scale: float = 1.0, n_max: int = 50, aligned_init: bool = True, **kwargs: Any):
         if int(n_max) < 2:

@@ -9,6 +9,7 @@ from guided_diffusion.diffusion import Generators, Model, randn_like
 from guided_diffusion.guidance import residual_norm_gradient
 
 from .base import Sampler, register
+from .params import Param
 
 
 @register("dps")
@@ -22,6 +23,8 @@ class DPS(Sampler):
     zeta' = scale / 2. The released configs use scale 0.3 (SR, deblur), 0.5 (inpainting),
     1.0 (phase retrieval). x0_hat is clamped to [-1, 1] inside the graph (clip_denoised).
     """
+
+    param_specs = {"scale": Param(float, low=0.0), "noise_model": Param(str, choices=("gaussian", "poisson"))}
 
     def __init__(self, scale: float = 1.0, noise_model: str = "gaussian", **kwargs: Any):
         if noise_model not in ("gaussian", "poisson"):

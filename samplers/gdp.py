@@ -28,6 +28,7 @@ import torch
 from guided_diffusion.diffusion import Generators, Model, randn_like
 
 from .base import Sampler, register
+from .params import Param
 from .patches import model_window
 
 GUIDANCE = ("x0", "xt")
@@ -53,6 +54,9 @@ class GDP(Sampler):
     Any size: with `patch_size` (or a `PatchedModel`) the loss is normalised per model window (see
     `window_ratio`), which reproduces the code's per-patch averaging.
     """
+
+    param_specs = {"scale": Param(float, low=0.0), "guidance": Param(str, choices=GUIDANCE), "blind": Param(bool),
+                   "param_lr": Param(float, low=0.0), "color_weight": Param(float, low=0.0)}
 
     def __init__(self, scale: float = 2000.0, guidance: str = "x0", blind: bool = True, param_lr: float = 1.0,
                  color_weight: float = 0.0, steps: int = 1000, **kwargs: Any):

@@ -9,6 +9,7 @@ import torch
 from guided_diffusion.diffusion import Generators, Model, randn_like
 
 from .base import Sampler, register
+from .params import Param
 
 
 @register("ddpm")
@@ -28,6 +29,9 @@ class DDIM(Sampler):
 
     As ADM does, eps is recomputed from the clipped x0_hat so both terms of the step agree.
     """
+
+    # eta <= 1 keeps sigma_t^2 <= 1 - abar_{t-1}, the square root in eq. 12 real.
+    param_specs = {"eta": Param(float, low=0.0, high=1.0)}
 
     def __init__(self, eta: float = 0.0, **kwargs: Any):
         self.eta = float(eta)
