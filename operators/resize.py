@@ -55,6 +55,37 @@ def avgpool_matrix(n: int, factor: int) -> np.ndarray:
     return np.kron(np.eye(n // factor), np.full((1, factor), 1.0 / factor))
 
 
+def opencv_cubic_matrix(n: int, out: int) -> np.ndarray:
+    """``(out, n)`` weights of OpenCV's ``resize(..., INTER_CUBIC)`` along one axis (float64).
+
+    Output pixel i sits at input coordinate ``u = (i + 0.5) n / out - 0.5``; the four taps
+    ``floor(u) - 1 .. floor(u) + 2`` get Keys cubic weights with a = -0.75 (OpenCV's, not MATLAB's
+    -0.5), no antialiasing, and taps outside ``[0, n)`` are clamped to the border pixel. DiffPIR's
+    SR start upsamples y this way (``cv2.resize``); OpenCV itself is not a dependency.
+    """
+    a = -0.75
+    u = (np.arange(out) + 0.5) * (n / out) - 0.5
+    left = np.floor(u)
+    d = u - left
+    weights = np.stack([((a * (d + 1) - 5 * a) * (d + 1) + 8 * a) * (d + 1) - 4 * a,
+                        ((a + 2) * d - (a + 3)) * d * d + 1,
+                        ((a + 2) * (1 - d) - (a + 3)) * (1 - d) * (1 - d) + 1], axis=1)
+    weights = np.concatenate([weights, 1 - weights.sum(axis=1, keepdims=True)], axis=1)
+    taps = np.clip(left[:, None] + np.arange(-1, 3)[None, :], 0, n - 1).astype(np.int64)
+    matrix = np.zeros((out, n))
+    np.add.at(matrix, (np.repeat(np.arange(out), 4), taps.ravel()), weights.ravel())
+    return matrix
+
+
+def bicubic_upsample(y: Tensor, factor: int) -> Tensor:
+    """``(..., h, w) -> (..., factor h, factor w)``: OpenCV INTER_CUBIC upsampling, computed in
+    float64 (OpenCV works in float32) and returned in y's dtype."""
+    factor = positive_int(factor, "factor")
+    h, w = y.shape[-2:]
+    wh, ww = (torch.from_numpy(opencv_cubic_matrix(n, factor * n)).to(y.device) for n in (h, w))
+    return (wh @ y.to(torch.float64) @ ww.T).to(y.dtype)
+
+
 class AxisFactors(NamedTuple):
     """Per-axis factors as tensors: W ``(m, n)``, singular values padded to ``n``, full V ``(n, n)``,
     and W^+ ``(n, m)``."""

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from guided_diffusion.diffusion import GaussianDiffusion, Generators, Model, get_named_beta_schedule, randn, randn_like
+from operators.resize import bicubic_upsample
 
 from .base import Sampler, register
 from .params import Param
@@ -58,6 +59,17 @@ def diffpir_timesteps(steps: int, skip_type: str, num_train_timesteps: int = 100
         skip = num_train_timesteps // steps
         seq = [i * skip for i in range(steps)] + ([last] if skip > 1 else [])
     return sorted({last - s for s in seq}, reverse=True)
+
+
+def sr_factor(y: torch.Tensor, shape: Sequence[int]) -> Optional[int]:
+    """f when y is the image shrunk by an integer f > 1 on both axes ((B, C, H / f, W / f) for
+    shape (B, C, H, W)): the super-resolution case, which the code starts differently. Else None."""
+    if y.dim() != 4 or tuple(y.shape[:2]) != tuple(shape[:2]):
+        return None
+    (h, w), (height, width) = y.shape[-2:], shape[-2:]
+    if height % h or width % w or height // h != width // w or height == h:
+        return None
+    return height // h
 
 
 @register("diffpir")
@@ -113,28 +125,41 @@ class DiffPIR(Sampler):
         return self.lambda_ * sigma_n ** 2 / ((1 - ac) / ac)
 
     def data_step(self, op: Any, x0: torch.Tensor, y: torch.Tensor, rho: float) -> torch.Tensor:
-        """argmin_x ||y - A x||^2 + rho ||x - x0||^2 on [-1, 1] images.
+        """argmin_x ||y - A x||^2 + rho ||x - x0||^2 on [-1, 1] images, solved in float64 and
+        returned in x0's dtype.
 
         The code solves it on x01 = (x0 + 1) / 2 against y01 and maps back (deblur/SR; inpainting
         already on [-1, 1]). For A linear on [-1, 1] data, y01 = A x01_true = (y + A 1) / 2, so
         both terms of the [0, 1] objective are exactly 1/4 of the [-1, 1] ones: the minimiser is the
         same and rho does not change between the scales.
+        float64: with rho_t as small as 4e-11 (noiseless data, t = 999) the closed forms divide a
+        difference of nearly equal spectra by rho_t, so float32 loses everything (the official
+        float32 code is 4e-2 off its float64 run on the golden deblur case); the solve is FFTs and
+        elementwise maps, cheap next to the network call.
         """
-        return op.prox(x0, y, rho)
+        return op.prox(x0.to(torch.float64), y.to(torch.float64), rho).to(x0.dtype)
 
     def initial_state(self, shape: Sequence[int], op: Any, y: Optional[torch.Tensor], sigma: float,
                       generator: Generators, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """x = sqrt(abar_s / abar_ty) U(y) + sqrt(1 - abar_s - (abar_s / abar_ty)(1 - abar_ty)) n (the code).
+        """The code's start at s = t_start, from one draw n.
 
-        s = t_start; t_y = the step whose sigma_bar is nearest the measurement std on [-1, 1] (the
-        code's 2 noise_level_img, before the floor); U(y) = y when it has the image shape (deblur,
-        inpainting), else A^+ y (the code upsamples SR inputs bicubically; with t_start = 999 the
-        weight sqrt(abar_999 / abar_ty) <= 0.0064, so the start is ~99% noise either way).
+        SR (y is a smaller image, (B, C, H / f, W / f) for an integer f > 1; main_ddpir_sisr.py):
+        x = sqrt(abar_s) U(y) + sqrt(1 - abar_s) n with U the bicubic upsampling by f as OpenCV's
+        INTER_CUBIC does it (`operators.resize.bicubic_upsample`; the code upsamples y01 and maps
+        2 U(y01) - 1, which is U(y) since U's weights sum to 1).
+        Otherwise (deblur, inpainting: y has the image shape; any other y: A^+ y):
+        x = sqrt(abar_s / abar_ty) Y + sqrt(1 - abar_s - (abar_s / abar_ty)(1 - abar_ty)) n, t_y = the
+        step whose sigma_bar is nearest the measurement std on [-1, 1] (the code's 2 noise_level_img,
+        before the floor). With t_start = 999 the weight of y is <= 0.0064 either way.
         """
         noise = randn(shape, generator, device, dtype)
         if y is None:
             return noise
         ac = self.train_alphas_cumprod
+        factor = sr_factor(y, shape)
+        if factor is not None:
+            ac_s = ac[self.t_start].item()
+            return math.sqrt(ac_s) * bicubic_upsample(y, factor).to(dtype) + math.sqrt(1 - ac_s) * noise
         t_y = int(((1 - ac) / ac).sqrt().sub(sigma).abs().argmin())
         scale = (ac[self.t_start] / ac[t_y]).item()
         std = math.sqrt(max(1 - ac[self.t_start].item() - scale * (1 - ac[t_y].item()), 0.0))
