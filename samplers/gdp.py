@@ -21,6 +21,7 @@ on the [-1, 1] tensor) to the guided objective.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, List, Optional, Tuple
 
 import torch
@@ -29,9 +30,10 @@ from guided_diffusion.diffusion import Generators, Model, randn_like
 
 from .base import Sampler, register
 from .params import Param
-from .patches import model_window
+from .patches import PatchedModel, model_window
 
 GUIDANCE = ("x0", "xt")
+PATCH_RULES = ("official", "merged")
 
 
 def color_constancy_loss(x: torch.Tensor) -> torch.Tensor:
@@ -51,18 +53,27 @@ class GDP(Sampler):
     guidance: "x0" (default, the paper's GDP-x0) or "xt"; blind: update the operator's parameters;
     param_lr: their step size; color_weight: weight of L_color (colorization 500). `sigma` given to
     `sample` is not used (GDP's code has no noise model; its measurements are noiseless uint8).
-    Any size: with `patch_size` (or a `PatchedModel`) the loss is normalised per model window (see
-    `window_ratio`), which reproduces the code's per-patch averaging.
+    Any size (`patch_size`, or a `PatchedModel`): patch_rule "official" (default) is the code's
+    per-patch rule (`patchwise_step`): the model, the clamp of x0_hat, the guidance and the
+    parameter steps run per patch and are averaged over the overlaps; it needs an operator that
+    can be applied to a window (`forward(x, offset=(top, left))`: low_light, hdr). patch_rule
+    "merged" treats the patched model as one size-free model (merged output, one clamp) and guides
+    with the global operator, the loss normalised per model window (`window_ratio`): it works with
+    any operator (SR, blur at any size) and equals the official rule for the mean shift and M
+    when no patch clamps differently, but f's step weights pixels by coverage differently.
     """
 
     param_specs = {"scale": Param(float, low=0.0), "guidance": Param(str, choices=GUIDANCE), "blind": Param(bool),
-                   "param_lr": Param(float, low=0.0), "color_weight": Param(float, low=0.0)}
+                   "param_lr": Param(float, low=0.0), "color_weight": Param(float, low=0.0),
+                   "patch_rule": Param(str, choices=PATCH_RULES)}
 
     def __init__(self, scale: float = 2000.0, guidance: str = "x0", blind: bool = True, param_lr: float = 1.0,
-                 color_weight: float = 0.0, steps: int = 1000, **kwargs: Any):
+                 color_weight: float = 0.0, patch_rule: str = "official", steps: int = 1000, **kwargs: Any):
         if guidance not in GUIDANCE:
             raise ValueError(f"guidance must be one of {GUIDANCE}, got {guidance!r}")
-        self.scale, self.guidance, self.blind = float(scale), guidance, bool(blind)
+        if patch_rule not in PATCH_RULES:
+            raise ValueError(f"patch_rule must be one of {PATCH_RULES}, got {patch_rule!r}")
+        self.scale, self.guidance, self.blind, self.patch_rule = float(scale), guidance, bool(blind), patch_rule
         self.param_lr, self.color_weight = float(param_lr), float(color_weight)
         super().__init__(steps=steps, **kwargs)
 
@@ -81,29 +92,93 @@ class GDP(Sampler):
         h, w = model_window(model, height, width)
         return height * width / (h * w)
 
-    def guidance_shift(self, op: Any, y: torch.Tensor, v: torch.Tensor, ratio: float) -> torch.Tensor:
-        """g = -grad_v (scale * ratio * sum_b L_b(v) + color_weight * sum_b L_color(v_b)), and one
-        gradient step on the operator's parameters (when blind). v: (B, C, H, W) in [-1, 1]."""
-        params: List[torch.nn.Parameter] = [p for p in op.parameters() if p.requires_grad] if self.blind else []
+    def _blind_params(self, op: Any) -> List[torch.nn.Parameter]:
+        return [p for p in op.parameters() if p.requires_grad] if self.blind else []
+
+    def guidance_terms(self, op: Any, y: torch.Tensor, v: torch.Tensor, ratio: float = 1.0,
+                 offset: Optional[Tuple[int, int]] = None) -> Tuple[torch.Tensor, Tuple[torch.Tensor, ...]]:
+        """(g, parameter gradients) at v (B, C, h, w) in [-1, 1], nothing updated:
+        g = -grad_v (scale * ratio * sum_b L_b(v) + color_weight * sum_b L_color(v_b)), and the
+        gradients of the batch-mean L w.r.t. the operator's trainable parameters (when blind).
+        offset: v is the window of the image at (top, left) and y that window of the measurement
+        (the operator's `forward(v, offset=...)`)."""
+        params = self._blind_params(op)
         with torch.enable_grad():
             v = v.detach().requires_grad_(True)
-            mse = ((op.forward(v) - y) / 2).pow(2).flatten(1).mean(dim=1)          # (B,), [0, 1] scale
+            a_v = op.forward(v) if offset is None else op.forward(v, offset=offset)
+            mse = ((a_v - y) / 2).pow(2).flatten(1).mean(dim=1)                   # (B,), [0, 1] scale
             objective = self.scale * ratio * mse.sum()
             if self.color_weight:
                 objective = objective + self.color_weight * color_constancy_loss(v).sum()
             (grad,) = torch.autograd.grad(objective, v, retain_graph=bool(params))
             # Parameters step on the batch-mean loss (GDP runs batch 1, where it equals the code's sum).
             param_grads = torch.autograd.grad(mse.mean(), params) if params else ()
+        return -grad, param_grads
+
+    def guidance_shift(self, op: Any, y: torch.Tensor, v: torch.Tensor, ratio: float) -> torch.Tensor:
+        """g of `guidance_terms` on the whole image, and one gradient step of size param_lr on the
+        operator's parameters (per-pixel ones scaled by `ratio`, see `window_ratio`)."""
+        shift, param_grads = self.guidance_terms(op, y, v, ratio)
         with torch.no_grad():
-            for p, g in zip(params, param_grads):
-                per_pixel = p.dim() >= 2 and tuple(p.shape[-2:]) == tuple(v.shape[-2:])
-                p -= self.param_lr * (ratio if per_pixel else 1.0) * g
-        return -grad
+            for p, g in zip(self._blind_params(op), param_grads):
+                p -= self.param_lr * (ratio if _per_pixel(p, v) else 1.0) * g
+        return shift
+
+    def patchwise_step(self, model: PatchedModel, x_t: torch.Tensor, t: torch.Tensor, op: Any,
+                       y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The code's patch rule (gaussian_diffusion_x0_enhancement_direct.py, p_sample): per patch,
+        mean, log-variance and clamped x0_hat of the model on the crop, the guidance of the patch's
+        own loss (a mean over the patch) added to its mean, and the parameter gradients at the
+        pre-step values; then mean, log-variance and x0_hat are averaged over the patches covering
+        each pixel, and each parameter takes the average of the per-patch steps (per-pixel maps over
+        the covering patches, scalars such as the gain f over all patches).
+        Returns (mean, log_variance, x0_hat), each (B, C, H, W); updates the parameters.
+        """
+        if not _takes_offset(op):
+            raise ValueError(f"patch_rule 'official' guides each patch with the operator applied to that window; "
+                             f"{type(op).__name__}.forward takes no offset (use patch_rule: merged)")
+        height, width = x_t.shape[-2:]
+        count = model.coverage(height, width, x_t)
+        params = self._blind_params(op)
+        param_steps = [torch.zeros_like(p) for p in params]
+        sums: Optional[List[torch.Tensor]] = None
+        windows = model.windows(height, width)
+        for (top, left), win in windows:
+            with torch.no_grad():
+                out = self.diffusion.p_mean_variance(model.model, x_t[win], t, self.clip_denoised, self.var_type)
+            v = out["x0_hat"] if self.guidance == "x0" else x_t[win]
+            shift, param_grads = self.guidance_terms(op, y[win], v, offset=(top, left))
+            parts = (out["mean"] + shift, out["log_variance"], out["x0_hat"])
+            if sums is None:
+                sums = [x_t.new_zeros(x_t.shape) for _ in parts]
+            for total, part in zip(sums, parts):
+                total[win] += part
+            for acc, g in zip(param_steps, param_grads):
+                acc += g
+        with torch.no_grad():
+            for p, acc in zip(params, param_steps):
+                p -= self.param_lr * (acc / count.to(acc) if _per_pixel(p, x_t) else acc / len(windows))
+        mean, log_variance, x0_hat = (total / count for total in sums)
+        return mean, log_variance, x0_hat
 
     def step(self, model: Model, x_t: torch.Tensor, t: torch.Tensor, op: Any, y: Optional[torch.Tensor],
              sigma: float, generator: Generators) -> Tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            out = self.diffusion.p_mean_variance(model, x_t, t, self.clip_denoised, self.var_type)
-        v = out["x0_hat"] if self.guidance == "x0" else x_t
-        mean = out["mean"] + self.guidance_shift(op, y, v, self.window_ratio(model, x_t))
-        return self.diffusion.ddpm_step(mean, out["log_variance"], t, randn_like(x_t, generator)), out["x0_hat"]
+        if isinstance(model, PatchedModel) and self.patch_rule == "official":
+            mean, log_variance, x0_hat = self.patchwise_step(model, x_t, t, op, y)
+        else:
+            with torch.no_grad():
+                out = self.diffusion.p_mean_variance(model, x_t, t, self.clip_denoised, self.var_type)
+            v = out["x0_hat"] if self.guidance == "x0" else x_t
+            mean = out["mean"] + self.guidance_shift(op, y, v, self.window_ratio(model, x_t))
+            log_variance, x0_hat = out["log_variance"], out["x0_hat"]
+        return self.diffusion.ddpm_step(mean, log_variance, t, randn_like(x_t, generator)), x0_hat
+
+
+def _per_pixel(p: torch.Tensor, like: torch.Tensor) -> bool:
+    """A parameter that is a map over the image's pixels (GDP's M), as opposed to a scalar (f)."""
+    return p.dim() >= 2 and tuple(p.shape[-2:]) == tuple(like.shape[-2:])
+
+
+def _takes_offset(op: Any) -> bool:
+    """Whether op.forward can apply the operator to a window: forward(x, offset=(top, left))."""
+    return "offset" in inspect.signature(op.forward).parameters

@@ -21,7 +21,7 @@ patch twice; duplicates are dropped here.
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Any, List, Tuple
 
 import torch
 
@@ -72,6 +72,19 @@ class PatchedModel:
         """(top, left) of every patch, rows first as in GDP."""
         return [(top, left) for top in patch_starts(height, self.patch_size, self.stride)
                 for left in patch_starts(width, self.patch_size, self.stride)]
+
+    def windows(self, height: int, width: int) -> List[Tuple[Tuple[int, int], Tuple[Any, slice, slice]]]:
+        """((top, left), index) of every patch; `x[index]` is the patch of a (..., H, W) tensor."""
+        p = self.patch_size
+        return [((top, left), (..., slice(top, top + p), slice(left, left + p)))
+                for top, left in self.corners(height, width)]
+
+    def coverage(self, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+        """(1, 1, H, W): how many patches cover each pixel (what GDP divides its sums by)."""
+        count = like.new_zeros(1, 1, height, width)
+        for _, index in self.windows(height, width):
+            count[index] += 1
+        return count
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         p = self.patch_size
