@@ -11,6 +11,7 @@ from guided_diffusion.diffusion import Generators, Model, randn
 from guided_diffusion.guidance import residual_norm_gradient
 
 from .base import Sampler, register
+from .dps import NOISE_MODELS, check_noise_model
 from .params import Param
 
 
@@ -29,13 +30,19 @@ class DPPS(Sampler):
     schedule sqrt(abar_T) = 0.0064, so x_T is ~99% noise. Where y is not image-like (phase
     retrieval, where the code breaks), the start is plain noise.
     Selection is per image when batched (the code assumes batch 1).
+    noise_model: the gradient step's loss weighting, as DPS ("gaussian" or "poisson", see
+    `samplers.dps.with_noise_model`); the candidate distance is the plain norm either way.
     """
 
-    param_specs = {"scale": Param(float, low=0.0), "n_max": Param(int, low=2), "aligned_init": Param(bool)}
+    param_specs = {"scale": Param(float, low=0.0), "n_max": Param(int, low=2), "aligned_init": Param(bool),
+                   "noise_model": Param(str, choices=NOISE_MODELS)}
 
-    def __init__(self, scale: float = 1.0, n_max: int = 50, aligned_init: bool = True, **kwargs: Any):
+    def __init__(self, scale: float = 1.0, n_max: int = 50, aligned_init: bool = True, noise_model: str = "gaussian",
+                 **kwargs: Any):
         if int(n_max) < 2:
             raise ValueError(f"n_max must be >= 2, got {n_max}")
+        check_noise_model(noise_model)
+        self.noise_model = noise_model
         self.scale, self.n_max, self.aligned_init = float(scale), int(n_max), bool(aligned_init)
         super().__init__(**kwargs)
 
@@ -71,7 +78,7 @@ class DPPS(Sampler):
         with torch.enable_grad():
             x_t = x_t.detach().requires_grad_(True)
             out = self.diffusion.p_mean_variance(model, x_t, t, self.clip_denoised, self.var_type)
-            grad, _ = residual_norm_gradient(op, y, x_t, out["x0_hat"])
+            grad, _ = residual_norm_gradient(op, y, x_t, out["x0_hat"], self.noise_model)
         mean = (out["mean"] - self.scale * grad).detach()
         x0_hat, eps = out["x0_hat"].detach(), out["eps"].detach()
         i = int(t[0])

@@ -1,7 +1,7 @@
 """DPS: Diffusion Posterior Sampling (Chung et al., ICLR 2023, arXiv 2209.14687), as its code runs it."""
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
@@ -10,6 +10,28 @@ from guided_diffusion.guidance import residual_norm_gradient
 
 from .base import Sampler, register
 from .params import Param
+
+
+NOISE_MODELS = ("gaussian", "poisson")
+NOISE_MODEL_SAMPLERS = ("dps", "dpps")  # samplers with a noise_model parameter
+
+
+def check_noise_model(noise_model: str) -> None:
+    if noise_model not in NOISE_MODELS:
+        raise ValueError(f"noise_model must be one of {NOISE_MODELS}, got {noise_model!r}")
+
+
+def with_noise_model(params: Mapping[str, Any], noise: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """A copy of a `sampler` config block ({"name": ..., params}) with `noise_model` filled in from
+    the task's noise block ({"name": "gaussian" | "poisson" | "clean", ...}, None = clean), for
+    samplers whose loss depends on it (`NOISE_MODEL_SAMPLERS`), as the official DPS code picks its
+    loss from the measurement's noiser. A `noise_model` the block sets is kept; other samplers'
+    blocks are returned unchanged."""
+    out = dict(params)
+    if "noise_model" in out or out.get("name") not in NOISE_MODEL_SAMPLERS:
+        return out
+    out["noise_model"] = "poisson" if (noise or {}).get("name") == "poisson" else "gaussian"
+    return out
 
 
 @register("dps")
@@ -22,13 +44,15 @@ class DPS(Sampler):
     (App. C.2); the code's constant `scale` on the un-squared norm is that rule with
     zeta' = scale / 2. The released configs use scale 0.3 (SR, deblur), 0.5 (inpainting),
     1.0 (phase retrieval). x0_hat is clamped to [-1, 1] inside the graph (clip_denoised).
+    noise_model: the loss weighting of the code's noise model, "gaussian" (the norm) or "poisson"
+    (the norm divided by |y| elementwise, averaged); `with_noise_model` derives it from a task's
+    noise block.
     """
 
-    param_specs = {"scale": Param(float, low=0.0), "noise_model": Param(str, choices=("gaussian", "poisson"))}
+    param_specs = {"scale": Param(float, low=0.0), "noise_model": Param(str, choices=NOISE_MODELS)}
 
     def __init__(self, scale: float = 1.0, noise_model: str = "gaussian", **kwargs: Any):
-        if noise_model not in ("gaussian", "poisson"):
-            raise ValueError(f"noise_model must be gaussian or poisson, got {noise_model!r}")
+        check_noise_model(noise_model)
         self.scale = float(scale)
         self.noise_model = noise_model
         super().__init__(**kwargs)
