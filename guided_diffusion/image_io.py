@@ -21,6 +21,9 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Largest image (width x height) decoded by default: 64 megapixels covers cameras up to 61 MP and
+# is 0.77 GB as float32 RGB; a small PNG of one colour can declare 10000 x 10000 (1.2 GB as floats).
+MAX_PIXELS = 64_000_000
 RESIZE_POLICIES = ("center_crop", "resize", "error")
 
 
@@ -65,20 +68,25 @@ def _rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.float32)
 
 
-def load_image(path: PathLike, size: Union[int, None] = None, policy: str = "center_crop") -> torch.Tensor:
+def load_image(path: PathLike, size: Union[int, None] = None, policy: str = "center_crop",
+               max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """Read an image as a (3, H, W) float32 tensor in [-1, 1].
 
     EXIF orientation is applied; grayscale, palette, RGBA and 16-bit files become RGB (see
     `_rgb_array`). With `size`, an image that is not size x size is brought to it by `policy`:
     "center_crop" scales the shorter side to `size` (bicubic, antialiased) and crops the centre;
     "resize" scales both sides to `size` (aspect ratio not kept); "error" refuses it.
-    Unreadable files raise OSError, and so do images above twice PIL's decompression-bomb limit
-    (`PIL.Image.MAX_IMAGE_PIXELS`, about 89 megapixels: above 179 megapixels).
+    Unreadable files raise OSError, and so do images of more than `max_pixels` pixels (width x
+    height from the file's header, refused before decoding; config key `data.max_pixels`) and
+    images above twice PIL's decompression-bomb limit (179 megapixels) whatever `max_pixels` says.
     """
     if policy not in RESIZE_POLICIES:
         raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}, got {policy!r}")
     try:
         with Image.open(path) as img:
+            if img.width * img.height > max_pixels:
+                raise OSError(f"{path}: {img.width}x{img.height} is {img.width * img.height:,} pixels, above the "
+                              f"limit of {max_pixels:,} (data.max_pixels); not decoded")
             img = ImageOps.exif_transpose(img)
             arr = _rgb_array(img)
     except Image.DecompressionBombError as err:  # not an OSError: make it one like other unreadable files
