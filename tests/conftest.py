@@ -9,15 +9,18 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-# The project's shared/ folder sits beside the clone (as on CI); GOLDEN_DIR overrides it.
-CHECKPOINT_DIR = Path(os.environ.get("GOLDEN_DIR", REPO.parent / "shared" / "checkpoints"))
+# Copies of the golden checkpoints and of the official samplers' golden trajectories live in the
+# repository (tests/data/README.md), so a clone tests on its own. GOLDEN_DIR points the checkpoint
+# tests at another folder of the same layout (e.g. the project's shared/checkpoints).
+CHECKPOINT_DIR = Path(os.environ.get("GOLDEN_DIR", REPO / "tests" / "data" / "checkpoints"))
+GOLDEN_SAMPLERS_DIR = REPO / "tests" / "data" / "golden_samplers"
 
 
 def checkpoint_file(name: str) -> Path:
     path = CHECKPOINT_DIR / name
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the tests need the project's shared/checkpoints "
-                                f"beside the repository (or GOLDEN_DIR pointing at it)")
+        raise FileNotFoundError(f"{path} is missing: the tests read the golden checkpoints from tests/data/checkpoints "
+                                f"(or the folder GOLDEN_DIR names)")
     return path
 
 

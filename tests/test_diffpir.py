@@ -11,8 +11,9 @@ from conftest import SHAPE, gmm_swd as _swd
 from guided_diffusion.analytic import GaussianMixture, GaussianMixtureDenoiser
 from guided_diffusion.diffusion import GaussianDiffusion
 from operators import MatrixOperator, build_operator
+from operators.resize import bicubic_upsample, opencv_cubic_matrix
 from samplers import build_sampler
-from samplers.diffpir import diffpir_timesteps
+from samplers.diffpir import diffpir_timesteps, sr_factor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -159,3 +160,55 @@ def test_diffpir_approaches_exact_posterior(gmm_cases, case: str) -> None:  # no
     op, y, ref, bound = cases[case]
     sampler = build_sampler("diffpir", lambda_=4.0, zeta=1.0, steps=100, clip_denoised=False)
     assert _swd(sampler, model, op, y, ref) < bound
+
+
+def test_sr_start_is_the_codes() -> None:
+    """SR (y smaller by an integer factor): x = sqrt(abar_s) U(y) + sqrt(1 - abar_s) n with U the
+    OpenCV bicubic upsampling and no t_y term (main_ddpir_sisr.py); other geometries keep the
+    t_y formula (y itself, or A^+ y)."""
+    sampler = build_sampler("diffpir", steps=20, t_start=500)
+    y = torch.rand(2, 3, 4, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = sampler.initial_state((2, 3, 16, 24), None, y, 0.1, torch.Generator().manual_seed(2), torch.device("cpu"),
+                              torch.float64)
+    n = torch.randn(2, 3, 16, 24, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ac = GaussianDiffusion.from_config().alphas_cumprod[500].item()
+    expected = math.sqrt(ac) * bicubic_upsample(y, 4) + math.sqrt(1 - ac) * n
+    assert (x - expected).abs().max().item() < 1e-12
+    assert sr_factor(y, (2, 3, 16, 24)) == 4
+    assert sr_factor(y, (2, 3, 4, 6)) is None and sr_factor(y, (2, 3, 16, 12)) is None  # same size; unequal factors
+    assert sr_factor(torch.zeros(2, 5), (2, 3, 16, 24)) is None
+
+
+def test_opencv_bicubic_weights() -> None:
+    """OpenCV INTER_CUBIC (a = -0.75, clamped border) by 4: output pixel i samples the input at
+    u = (i + 0.5) / 4 - 0.5. Pixel 6: u = 1.125, taps 0..3 with the Keys weights at distances
+    1.125, 0.125, 0.875, 1.875; pixel 0: u = -0.375, taps -2..1 clamped to 0, 0, 0, 1. Rows sum to 1,
+    so constants stay constant (the official start maps 2 U(y01) - 1 = U(y) on that account)."""
+    def keys(d: float) -> float:
+        a, d = -0.75, abs(d)
+        return ((a + 2) * d - (a + 3)) * d * d + 1 if d <= 1 else ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
+    w = opencv_cubic_matrix(6, 24)
+    assert w[6, :4] == pytest.approx([keys(1.125), keys(0.125), keys(0.875), keys(1.875)], abs=1e-15)
+    assert w[0, 0] == pytest.approx(keys(1.625) + keys(0.625) + keys(0.375)) and w[0, 1] == pytest.approx(keys(1.375))
+    assert abs(w.sum(axis=1) - 1).max() < 1e-15
+    const = torch.full((1, 3, 5, 7), 0.3, dtype=torch.float64)
+    assert (bicubic_upsample(const, 4) - 0.3).abs().max().item() < 1e-15
+
+
+def test_data_step_is_solved_in_float64() -> None:
+    """Noiseless deblurring at t = 999 (rho = 1e-6 lambda abar / (1 - abar) = 4e-11 for lambda 1):
+    float32 inputs give the float64 solution of those inputs rounded to float32 (values up to 1.003:
+    bound 1e-7, measured 5.1e-8), where the float32 closed form is off by 211 (bound 1e-2); the
+    result stays float32."""
+    op = build_operator("gaussian_blur", kernel_size=9, intensity=2.0, boundary="circular")
+    g = torch.Generator().manual_seed(0)
+    x_true, x0 = (2 * torch.rand(2, 3, 32, 32, generator=g) - 1).split(1)
+    y = op.forward(x_true)
+    sampler = build_sampler("diffpir", lambda_=1.0, steps=20)
+    rho = sampler.rho(sampler.diffusion.num_timesteps - 1, 0.0)
+    exact = op.prox(x0.double(), y.double(), rho)
+    got = sampler.data_step(op, x0, y, rho)
+    assert got.dtype == torch.float32 and rho < 1e-10
+    assert (got - exact).abs().max().item() < 1e-7
+    assert (op.prox(x0, y, rho) - exact).abs().max().item() > 1e-2

@@ -1,4 +1,5 @@
-"""DPS and DPPS on the exact Gaussian-mixture posterior, batching, and DPPS's candidate machinery."""
+"""DPS and DPPS on the exact Gaussian-mixture posterior, batching, DPPS's candidate machinery, and the
+noise model's loss weighting."""
 from __future__ import annotations
 
 import math
@@ -9,6 +10,7 @@ import torch
 from guided_diffusion import TINY_FLAGS, create_model
 from operators import MatrixOperator
 from samplers import build_sampler
+from samplers.dps import with_noise_model
 
 from conftest import GMM_CASES, SHAPE, SIGMA, gmm_swd as _swd
 
@@ -109,3 +111,35 @@ def test_divergence_names_sampler_step_and_images() -> None:
         sampler.sample(model, shape=(3, 1, 2, 2), generator=torch.Generator().manual_seed(0))
     assert err.value.images == [1]
     assert "ddpm" in str(err.value) and "step index 4 (t = 444)" in str(err.value) and "x0_hat" in str(err.value)
+
+
+def test_noise_model_follows_the_task_noise() -> None:
+    """with_noise_model fills noise_model from the task's noise block for dps and dpps (poisson for
+    a poisson block, gaussian otherwise), keeps one the block sets, and leaves other samplers alone."""
+    poisson = {"name": "poisson", "rate": 1.0}
+    assert with_noise_model({"name": "dps", "scale": 0.3}, poisson) == {"name": "dps", "scale": 0.3, "noise_model": "poisson"}
+    assert with_noise_model({"name": "dpps"}, {"name": "gaussian", "sigma": 0.05})["noise_model"] == "gaussian"
+    assert with_noise_model({"name": "dpps"}, None)["noise_model"] == "gaussian"
+    assert with_noise_model({"name": "dps", "noise_model": "gaussian"}, poisson)["noise_model"] == "gaussian"
+    assert with_noise_model({"name": "diffpir", "lambda_": 7.0}, poisson) == {"name": "diffpir", "lambda_": 7.0}
+    assert build_sampler(**with_noise_model({"name": "dpps"}, poisson)).noise_model == "poisson"
+
+
+@pytest.mark.parametrize("noise_model", ["gaussian", "poisson"])
+def test_dpps_gradient_step_uses_the_noise_model(noise_model: str) -> None:
+    """DPPS's last step returns mu' = mu - scale grad L with L the noise model's loss: the norm
+    (gaussian) or mean_j ||r|| / |y_j| (poisson, the DPS code's weighting)."""
+    g = torch.Generator().manual_seed(0)
+    op = MatrixOperator(torch.randn(5, 12, generator=g, dtype=torch.float64), (3, 2, 2))
+    x_t = torch.randn(1, 3, 2, 2, generator=g, dtype=torch.float64)
+    y = torch.randn(1, 5, generator=g, dtype=torch.float64)
+    model = lambda x, t: torch.tanh(x)  # noqa: E731
+    sampler = build_sampler("dpps", scale=0.7, steps=10, noise_model=noise_model)
+    t = torch.zeros(1, dtype=torch.long)
+    got, _ = sampler.step(model, x_t, t, op, y, 0.05, torch.Generator().manual_seed(1))
+    x = x_t.clone().requires_grad_(True)
+    out = sampler.diffusion.p_mean_variance(model, x, t, True)
+    norm = (y - op.forward(out["x0_hat"])).norm()
+    loss = norm if noise_model == "gaussian" else (norm / y.abs()).mean()
+    (grad,) = torch.autograd.grad(loss, x)
+    assert (got - (out["mean"] - 0.7 * grad)).abs().max().item() < 1e-12

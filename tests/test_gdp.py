@@ -1,5 +1,5 @@
-"""GDP: the guided mean in closed form (x0 and xt variants), the per-patch code it reproduces, blind
-low-light exposure recovery, and sampling on the exact Gaussian-mixture posterior."""
+"""GDP: the guided mean in closed form (x0 and xt variants), the code's per-patch rule and the merged
+alternative, blind low-light exposure recovery, and sampling on the exact Gaussian-mixture posterior."""
 from __future__ import annotations
 
 import pytest
@@ -42,45 +42,92 @@ def test_color_constancy_loss() -> None:
     assert color_constancy_loss(x).item() == pytest.approx((0.1 ** 4 + 0.3 ** 4 + 0.2 ** 4) ** 0.5, rel=1e-12)
 
 
-def test_patched_step_reproduces_the_codes_patch_averaging() -> None:
-    """The code (gaussian_diffusion_x0_enhancement_direct.py, one guided call per patch): per patch,
-    mse_p = mean over the patch of ((x0_p + 1) / 2 f + M_p - (y_p + 1) / 2)^2, mu_p - scale grad mse_p,
-    M_p - grad_M mse_p, f - grad_f mse_p; then everything is averaged over the covering patches.
-    With an equivariant model the merged mean and M must equal ours exactly (window ratio 3.75 on
-    24 x 40 with 16-patches); f is the average of the per-patch steps, ours the whole-image mean's
-    step: equal up to the code's coverage weighting (measured 1.5% apart here, bound 5%)."""
-    h, w, p = 24, 40, 16
-    g = torch.Generator().manual_seed(0)
-    x_t = torch.randn(1, 3, h, w, generator=g, dtype=torch.float64)
-    y = 2 * torch.rand(1, 3, h, w, generator=g, dtype=torch.float64) - 1
-    t = torch.full((1,), 500, dtype=torch.long)
-    sampler = build_sampler("gdp", scale=80000.0)
-    op = build_operator("low_light", image_size=[h, w], f_init=0.3, M_init=0.05).double()
-    f0, m0 = op.f.detach().clone(), op.M.detach().clone()
-    model = PatchedModel(pointwise, p, 8)
-    # The code, literally.
-    mean_sum, count = torch.zeros_like(x_t), torch.zeros_like(x_t)
+def position_dependent(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """`pointwise` plus an eps term that grows along each patch's columns (as a network's padding
+    effects do): overlapping patches disagree, and x0_hat leaves [-1, 1] in some patches only."""
+    out = pointwise(x, t)
+    out[:, :3] += 0.5 * torch.arange(x.shape[-1], dtype=x.dtype) / x.shape[-1]
+    return out
+
+
+def _the_codes_patch_step(model, sampler, x_t, y, t, f0, m0, p, scale):
+    """gaussian_diffusion_x0_enhancement_direct.py with one guided call per patch, literally: per
+    patch, p_mean_variance on the crop (x0_hat clamped per patch), mse_p = mean over the patch of
+    ((x0_p + 1) / 2 f + M_p - (y_p + 1) / 2)^2, mu_p - scale grad mse_p, M_p - grad_M mse_p,
+    f - grad_f mse_p; sums divided by the coverage count (f by the number of patches)."""
+    sums = [torch.zeros_like(x_t) for _ in range(3)]
+    count = torch.zeros_like(x_t)
     m_sum, m_count, f_steps = torch.zeros_like(m0), torch.zeros_like(m0), []
-    for top, left in model.corners(h, w):
+    for top, left in PatchedModel(model, p, 8).corners(*x_t.shape[-2:]):
         win = (..., slice(top, top + p), slice(left, left + p))
-        out = sampler.diffusion.p_mean_variance(pointwise, x_t[win], t, True)
+        out = sampler.diffusion.p_mean_variance(model, x_t[win], t, True)
         x0 = out["x0_hat"].requires_grad_(True)
         f, m = f0.clone().requires_grad_(True), m0[win].clone().requires_grad_(True)
         mse = (((x0 + 1) / 2 * f + m - (y[win] + 1) / 2) ** 2).mean(dim=(1, 2, 3)).sum()
         gx, gf, gm = torch.autograd.grad(mse, (x0, f, m))
-        mean_sum[win] += out["mean"] - 80000.0 * gx
+        for total, part in zip(sums, (out["mean"] - scale * gx, out["log_variance"], out["x0_hat"])):
+            total[win] += part
         count[win] += 1
         m_sum[win] += m.detach() - gm
         m_count[win] += 1
         f_steps.append((-gf).item())
-    # Ours.
+    return [total / count for total in sums], m_sum / m_count, f0.item() + sum(f_steps) / len(f_steps)
+
+
+def _patch_problem():
+    h, w = 24, 40
+    g = torch.Generator().manual_seed(0)
+    x_t = torch.randn(1, 3, h, w, generator=g, dtype=torch.float64)
+    y = 2 * torch.rand(1, 3, h, w, generator=g, dtype=torch.float64) - 1
+    op = build_operator("low_light", image_size=[h, w], f_init=0.3, M_init=0.05).double()
+    return x_t, y, torch.full((1,), 500, dtype=torch.long), op
+
+
+def test_official_patch_rule_is_the_codes() -> None:
+    """patch_rule official against the literal code with a model whose patches disagree (x0_hat
+    clamped in some patches, not in others): mean, log-variance, x0_hat, M and f all equal."""
+    x_t, y, t, op = _patch_problem()
+    f0, m0 = op.f.detach().clone(), op.M.detach().clone()
+    sampler = build_sampler("gdp", scale=80000.0, patch_size=16, patch_stride=8)
+    (mean, log_var, x0_hat), m_code, f_code = _the_codes_patch_step(position_dependent, sampler, x_t, y, t, f0, m0,
+                                                                      16, 80000.0)
+    ours = sampler.patchwise_step(PatchedModel(position_dependent, 16, 8), x_t, t, op, y)
+    for got, expected in zip(ours, (mean, log_var, x0_hat)):
+        assert (got - expected).abs().max().item() < 1e-9
+    assert (op.M.detach() - m_code).abs().max().item() < 1e-15
+    assert op.f.item() == pytest.approx(f_code, abs=1e-15)
+    # The merged rule clamps once after merging: here it moves the mean by far more than rounding.
+    merged = sampler.diffusion.p_mean_variance(PatchedModel(position_dependent, 16, 8), x_t, t, True)
+    assert (merged["x0_hat"] - x0_hat).abs().max().item() > 1e-3
+
+
+def test_merged_patch_rule_with_an_equivariant_model() -> None:
+    """patch_rule merged (the model's outputs merged, one clamp, the global loss times the window
+    ratio 3.75 = 24 x 40 / 16^2): with an equivariant model the mean and M equal the code's exactly;
+    f takes the whole-image mean's step, the code the average of per-patch steps (coverage weighting
+    differs: measured 1.5% apart here, bound 5%)."""
+    x_t, y, t, op = _patch_problem()
+    f0, m0 = op.f.detach().clone(), op.M.detach().clone()
+    sampler = build_sampler("gdp", scale=80000.0, patch_rule="merged")
+    (mean, _, _), m_code, f_code = _the_codes_patch_step(pointwise, sampler, x_t, y, t, f0, m0, 16, 80000.0)
+    model = PatchedModel(pointwise, 16, 8)
     out = sampler.diffusion.p_mean_variance(model, x_t, t, True)
     ours = out["mean"] + sampler.guidance_shift(op, y, out["x0_hat"], sampler.window_ratio(model, x_t))
     assert sampler.window_ratio(model, x_t) == 3.75
-    assert (ours - mean_sum / count).abs().max().item() < 1e-9
-    assert (op.M.detach() - m_sum / m_count).abs().max().item() < 1e-15
-    code_f_step = sum(f_steps) / len(f_steps)
-    assert (op.f - f0).item() == pytest.approx(code_f_step, rel=0.05)
+    assert (ours - mean).abs().max().item() < 1e-9
+    assert (op.M.detach() - m_code).abs().max().item() < 1e-15
+    assert (op.f - f0).item() == pytest.approx(f_code - f0.item(), rel=0.05)
+
+
+def test_official_patch_rule_needs_a_windowed_operator() -> None:
+    """SR's operator cannot be applied to a patch: the official rule refuses it by name."""
+    op = build_operator("super_resolution", scale_factor=2, mode="avgpool")
+    x = torch.zeros(1, 3, 24, 24)
+    sampler = build_sampler("gdp", steps=2, patch_size=16, patch_stride=8)
+    with pytest.raises(ValueError, match="patch_rule: merged"):
+        sampler.sample(pointwise, op, op(x), shape=x.shape, generator=torch.Generator().manual_seed(0))
+    merged = build_sampler("gdp", steps=2, patch_size=16, patch_stride=8, patch_rule="merged")
+    assert merged.sample(pointwise, op, op(x), shape=x.shape, generator=torch.Generator().manual_seed(0)).shape == x.shape
 
 
 def test_blind_low_light_recovers_the_exposure_factor() -> None:
