@@ -1,9 +1,11 @@
 """Score restorations against ground truths: `python scripts/evaluate.py --recon DIR --label DIR`.
 
 Images are paired by file stem. Writes `per_image.csv` (PSNR, SSIM, LPIPS per image) and
-`summary.json` (metric -> mean over images; FID and KID are set-level) to `--out` (default: the
-`metrics/` folder beside `--recon`) and prints the summary. Existing outputs are kept unless
-`--overwrite`. Protocol and weight files: docs/evaluation.md.
+`summary.json` (metric -> mean over images; FID and KID are set-level; null where the value is not
+finite, e.g. the mean PSNR when a pair is identical) to `--out` (default: the `metrics/` folder
+beside `--recon`) and prints the summary. Existing outputs are kept unless `--overwrite`. A pair
+with an unreadable file is skipped and named, the others are scored, and the exit status is 1.
+Protocol and weight files: docs/evaluation.md.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ sys.path.insert(0, str(REPO))
 from configs import ConfigError  # noqa: E402
 from evaluation import EvaluationError, Networks, evaluate, format_summary, pair_images, parse_metrics  # noqa: E402
 from evaluation import write_result  # noqa: E402
-from evaluation.evaluator import METRICS, result_paths  # noqa: E402
+from evaluation.evaluator import METRICS, json_safe, result_paths  # noqa: E402
 from evaluation.files import refuse_existing  # noqa: E402
 from evaluation.perceptual import BACKBONES  # noqa: E402
 from configs import pick_device  # noqa: E402
@@ -62,9 +64,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (EvaluationError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(format_summary(result.summary, len(pairs)))
-    print(json.dumps(result.summary, indent=2))
+    print(format_summary(result.summary, len(result.rows)))
+    print(json.dumps(json_safe(result.summary), indent=2))
     print(f"wrote {', '.join(str(p) for p in written)}")
+    if result.skipped:
+        print(f"{len(result.skipped)} image pair(s) skipped:", file=sys.stderr)
+        for stem, reason in result.skipped.items():
+            print(f"  {stem}: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 
