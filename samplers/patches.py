@@ -14,8 +14,10 @@ inpainting/colorization formulas work at any size), DDPM/DDIM. DPS and DPPS also
 gradient flows back through every patch call (memory grows with the number of patches).
 
 Paper/code vs here: GDP merges mu, log-variance and x0_hat (each computed from its own clipped
-x0_hat); merging the model output instead is the same except where x0_hat exceeds [-1, 1] in some
-patches and not in others (the clamp is applied after merging). The code keeps a duplicated last
+x0_hat) after guiding each patch; merging the model output instead is the same except where x0_hat
+exceeds [-1, 1] in some patches and not in others (the clamp is applied after merging). The GDP
+sampler follows the code's per-patch rule by default (`samplers/gdp.py`, `patch_rule`), using
+`windows` and `coverage`; the merged call here is its `patch_rule: merged` and every other sampler's. The code keeps a duplicated last
 corner when (H - 256) is a multiple of 128 (a 256-pixel side gives corners [0, 0]), counting that
 patch twice; duplicates are dropped here.
 """
