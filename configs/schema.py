@@ -64,7 +64,7 @@ _OPEN_BLOCKS = {"sampler", "model.flags", "task.operator", "task.noise"}
 
 
 SEED_MAX = 2 ** 63 - 1  # seeds are non-negative 64-bit integers
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # the `device` key's spellings
 
 
 class ConfigError(ValueError):
@@ -247,7 +247,7 @@ def _check_values(cfg: Dict[str, Any], source: str) -> None:
             problems.append(f"'task.{block}' needs a 'name'")
     if cfg["task"]["operator"] is not None and not cfg["data"]["input"]:
         problems.append("'data.input' (an image or a folder) is required with task.operator")
-    if not _DEVICE.fullmatch(cfg["device"]):
+    if not DEVICE_PATTERN.fullmatch(cfg["device"]):
         problems.append(f"'device' must be auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps, got {cfg['device']!r}")
     if not 0 <= cfg["seed"] <= SEED_MAX:
         problems.append(f"'seed' must be in [0, 2^63 - 1], got {cfg['seed']}")

@@ -11,7 +11,9 @@ An existing folder is not reused without `--resume` or `--overwrite`.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -62,15 +64,40 @@ def _resumed_state(out: Path, cfg: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _read_log(out: Path) -> List[Dict[str, float]]:
+    """The log's rows; a torn last line (a kill during a write by an older version, or a line cut
+    by hand) is dropped, as the rewrite on resume drops rows past the checkpoint."""
     path = out / LOG
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    if not path.is_file():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if n == len(lines):  # the text after the last newline: the torn tail
+                break
+            raise ConfigError(f"--resume: {path} line {n} is not JSON; delete that line and resume") from None
+    return rows
 
 
 def _append_log(out: Path, window: List[Dict[str, float]], step: int, seconds: float) -> Dict[str, float]:
+    """Append one JSON line with a single write of the whole line (O_APPEND) and fsync, so a kill
+    leaves the log with or without the line, never with part of it."""
     row = {"step": step, **{k: sum(s[k] for s in window) / len(window) for k in window[0]},
            "sec_per_step": seconds / len(window)}
-    with open(out / LOG, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    data = (json.dumps(row) + "\n").encode()
+    fd = os.open(out / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        before = os.fstat(fd).st_size
+        if os.write(fd, data) != len(data):  # a short write (disk full): take the part back
+            os.ftruncate(fd, before)
+            raise OSError(errno.ENOSPC, f"could not append a line to {out / LOG}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     return row
 
 

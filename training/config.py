@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from configs.schema import ConfigError, parse_set, read_yaml_mapping
+from configs.schema import DEVICE_PATTERN, SEED_MAX, ConfigError, parse_set, read_yaml_mapping
 from guided_diffusion.diffusion import get_named_beta_schedule
 from guided_diffusion.models import MODEL_DEFAULTS, unet_kwargs
 from guided_diffusion.runtime import PRECISIONS
@@ -140,10 +141,14 @@ def check_values(cfg: Dict[str, Any], source: str) -> None:
         get_named_beta_schedule(cfg["diffusion"]["schedule"], max(1, cfg["diffusion"]["num_train_timesteps"]))
     except ValueError as err:
         problems.append(f"'diffusion.schedule': {err}")
-    minimums = {"diffusion.num_train_timesteps": 1, "batch_size": 1, "steps": 0, "save_every": 1,
+    minimums = {"diffusion.num_train_timesteps": 1, "batch_size": 1, "steps": 1, "save_every": 1,
                 "log_every": 1, "optim.weight_decay": 0.0, "loss.vlb_weight": 0.0}
     flat = flatten(cfg)
+    problems += [f"'{k}' must be a finite number, got {v}" for k, v in flat.items()
+                 if isinstance(v, float) and not math.isfinite(v)]
     problems += [f"'{k}' must be >= {lo}, got {flat[k]}" for k, lo in minimums.items() if flat[k] < lo]
+    if not 0 <= cfg["seed"] <= SEED_MAX:
+        problems.append(f"'seed' must be in [0, 2^63 - 1], got {cfg['seed']}")
     if not cfg["optim"]["lr"] > 0:
         problems.append(f"'optim.lr' must be > 0, got {cfg['optim']['lr']}")
     if not 0 <= cfg["optim"]["ema_rate"] < 1:
@@ -157,8 +162,8 @@ def check_values(cfg: Dict[str, Any], source: str) -> None:
         problems.append(f"'data.load_size' ({load_size}) must be >= model.flags.image_size ({flags['image_size']})")
     if cfg["precision"] not in PRECISIONS:
         problems.append(f"'precision' must be one of {', '.join(PRECISIONS)}, got {cfg['precision']!r}")
-    if cfg["device"] != "auto" and cfg["device"].split(":")[0] not in ("cpu", "cuda"):
-        problems.append(f"'device' must be auto, cpu or cuda[:N], got {cfg['device']!r}")
+    if not DEVICE_PATTERN.fullmatch(cfg["device"]) or cfg["device"] == "mps":
+        problems.append(f"'device' must be auto, cpu, cuda or cuda:N (N = 0, 1, ...), got {cfg['device']!r}")
     if problems:
         raise ConfigError(f"{source}: {problems[0]}")
 
