@@ -180,6 +180,11 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
         raise CheckpointError(f"checkpoint not found: {os.path.abspath(path)}; {_download_hint(path)}")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{path} is empty (0 bytes), an interrupted download?; {_download_hint(path)}")
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic not in (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):  # a zip archive or a pickle
+        raise CheckpointError(f"cannot read {path} (not a torch checkpoint: it starts with {magic!r}, e.g. an "
+                              f"HTML page saved by a download); {_download_hint(path)}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
