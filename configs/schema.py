@@ -50,6 +50,10 @@ DEFAULTS: Dict[str, Any] = {
     "device": "auto",
     "output": "results/run",
     "grid": True,
+    # Mid-trajectory sampling state (runs/resume.py): saved every N steps and/or every M minutes
+    # (0 turns either off), so a killed run loses at most that much of a batch.
+    "state_every_steps": 0,
+    "state_every_minutes": 1.0,
 }
 _TYPES: Dict[str, tuple] = {
     "model.checkpoint": (str,), "model.flags": (dict,), "model.precision": (str,), "model.channels_last": (bool,),
@@ -57,7 +61,7 @@ _TYPES: Dict[str, tuple] = {
     "task.operator": (dict,), "task.noise": (dict,), "data.input": (str,), "data.resize": (str,),
     "data.limit": (int,), "data.max_pixels": (int,), "progress_every": (int,),
     "num_samples": (int,), "batch_size": (int,), "seed": (int,), "device": (str,), "output": (str,),
-    "grid": (bool,),
+    "grid": (bool,), "state_every_steps": (int,), "state_every_minutes": (int, float),
 }
 # Blocks whose inner keys are free-form (checked by their consumer).
 _OPEN_BLOCKS = {"sampler", "model.flags", "task.operator", "task.noise"}
@@ -232,6 +236,9 @@ def _check_values(cfg: Dict[str, Any], source: str) -> None:
     for key in ("num_samples", "batch_size"):
         if cfg[key] < 1:
             problems.append(f"'{key}' must be >= 1, got {cfg[key]}")
+    for key in ("state_every_steps", "state_every_minutes"):
+        if not cfg[key] >= 0:
+            problems.append(f"'{key}' must be >= 0, got {cfg[key]}")
     if cfg["progress_every"] < 0:
         problems.append(f"'progress_every' must be >= 0, got {cfg['progress_every']}")
     for key, allowed in (("precision", PRECISIONS), ("sdpa", SDPA_BACKENDS)):

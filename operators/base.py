@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from guided_diffusion.files import atomic_write
 from operators.linalg import conjugate_gradient
 
 Rho = Union[float, Tensor]
@@ -69,7 +70,8 @@ class Operator(nn.Module):
     def save(self, path: Union[str, Path]) -> None:
         """Save name, parameters and state (mask, kernel, f/M) to a ``.pt`` file; see ``load_operator``."""
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        torch.save({"name": self.name, "params": dict(self.params), "state": state}, str(path))
+        payload = {"name": self.name, "params": dict(self.params), "state": state}
+        atomic_write(path, lambda f: torch.save(payload, f))
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.params.items())

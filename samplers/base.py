@@ -95,12 +95,16 @@ class Sampler(abc.ABC):
     def sample(self, model: Model, op: Any = None, y: Optional[torch.Tensor] = None, sigma: float = 0.0,
                shape: Optional[Sequence[int]] = None, generator: Optional[Generators] = None,
                callback: Optional[Callback] = None, progress: bool = False,
-               device: Optional[torch.device] = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+               device: Optional[torch.device] = None, dtype: torch.dtype = torch.float32,
+               start: Optional[Tuple[int, torch.Tensor]] = None) -> torch.Tensor:
         """Run the reverse process and return x_0, (B, C, H, W) in [-1, 1] (when clip_denoised).
 
         The device and dtype follow y when given, else the generator's device. `generator` may be
         one per image (see `guided_diffusion.diffusion.randn`). `callback(i, x_t, x0_hat)` sees
-        every step.
+        every step, after step index i (x_t is then the state step i - 1 starts from).
+        start: (i, x_t) resumes a trajectory at step index i from a state a callback saw after step
+        i + 1; with the generators and the operator restored to their states of that moment, the
+        result is the uninterrupted run's, bit for bit on the CPU (samplers keep no other state).
         """
         if generator is None:
             raise ValueError("pass a torch.Generator (samplers never draw from the global RNG)")
@@ -112,9 +116,14 @@ class Sampler(abc.ABC):
         device = torch.device(device) if device is not None else first.device
         if self.patch_size is not None:
             model = PatchedModel(model, self.patch_size, self.patch_stride)
-        x = self.initial_state(shape, op, y, sigma, generator, device, dtype)
-        indices = range(self.diffusion.num_timesteps - 1, -1, -1)
-        for i in tqdm(indices, desc=self.name, leave=False, disable=not progress):
+        first_index = self.diffusion.num_timesteps - 1
+        if start is None:
+            x = self.initial_state(shape, op, y, sigma, generator, device, dtype)
+        else:
+            first_index, x = start[0], start[1].to(device, dtype)
+        indices = range(first_index, -1, -1)
+        for i in tqdm(indices, desc=self.name, leave=False, disable=not progress,
+                      total=self.diffusion.num_timesteps, initial=self.diffusion.num_timesteps - 1 - first_index):
             t = self.diffusion.timesteps(shape[0], i, device)
             x, x0_hat = self.step(model, x, t, op, y, sigma, generator)
             self._check_finite(x, x0_hat, i)

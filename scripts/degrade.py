@@ -9,13 +9,14 @@ Config keys: ``operator: {name: ..., <params>}``, ``noise: {name: ..., <params>}
 Writes ``label/<name>.png`` (ground truth), ``input/<name>.png`` (``op.visualize(y)``: clamp((y+1)/2)
 for image-shaped measurements, a log-magnitude image for phase retrieval), ``measurement/<name>.npy``
 (the exact float32 y, noise included), ``operator.pt`` (``load_operator`` reloads it) and
-``config.yaml``. Refuses a non-empty output folder unless ``--overwrite``.
+``config.yaml`` into a new or empty folder, or over an earlier degrade run with ``--overwrite``
+(which removes that run's own files first, nothing else; see ``runs.folder``). Unreadable images
+are skipped and named (exit 1); a bad config is one line (exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -28,10 +29,12 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from guided_diffusion.image_io import list_images, load_image, save_image, to_uint8  # noqa: E402
+from configs import ConfigError, read_yaml_mapping, resolve_path  # noqa: E402
+from guided_diffusion.files import atomic_write, atomic_write_text  # noqa: E402
+from guided_diffusion.image_io import images_by_stem, load_image, save_image, to_uint8  # noqa: E402
 from operators import Operator, build_noise, build_operator  # noqa: E402
-
-OUTPUT_DIRS = ("input", "label", "measurement")
+from runs import Interrupted, RunFolder, RunFolderError, interruptible  # noqa: E402
+from runs.task import build_task_part  # noqa: E402
 GRID_IMAGE = ROOT / "data" / "samples" / "astronaut_256.png"
 
 
@@ -42,40 +45,56 @@ def to_pil(image01: torch.Tensor) -> Image.Image:
 
 
 def build_from_config(cfg: dict[str, Any]) -> tuple[Operator, Any]:
-    """Operator and noise of a config (noise defaults to none)."""
-    op_cfg = dict(cfg["operator"])
-    noise_cfg = dict(cfg.get("noise") or {"name": "clean"})
-    return build_operator(op_cfg.pop("name"), **op_cfg), build_noise(noise_cfg.pop("name"), **noise_cfg)
+    """Operator and noise of a config (noise defaults to none); bad blocks are one-line ConfigErrors."""
+    return (build_task_part("operator", cfg["operator"], build_operator),
+            build_task_part("noise", cfg.get("noise") or {"name": "clean"}, build_noise))
 
 
 def degrade(cfg: dict[str, Any], overwrite: bool = False) -> Path:
-    """Run one config (see module docstring); returns the output folder."""
+    """Run one config (see module docstring); returns the output folder.
+
+    The output must be a new or empty folder, or an earlier degrade run (replaced only with
+    `overwrite`, which removes that run's own files first); it may not contain the input nor lie
+    inside it. Relative paths are taken as `scripts/sample.py` takes them (`configs.resolve_path`).
+    Unreadable images are skipped and named on stderr (exit 1 at the end).
+    """
     for key in ("operator", "input", "output"):
         if key not in cfg:
-            raise SystemExit(f"config is missing '{key}'")
-    out = Path(cfg["output"])
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise SystemExit(f"output folder {out} is not empty; pass --overwrite to replace its results")
+            raise ConfigError(f"config is missing '{key}'")
+    source = resolve_path(str(cfg["input"]))
     try:
-        files = list_images(cfg["input"])
-    except FileNotFoundError as err:
-        raise SystemExit(str(err)) from None
+        files = list(images_by_stem(source).values())
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"input: {err}") from None
     op, noise = build_from_config(cfg)
-    for sub in OUTPUT_DIRS:
-        shutil.rmtree(out / sub, ignore_errors=True)  # only our own sub-folders: no stale results
-        (out / sub).mkdir(parents=True)
+    out = RunFolder.check(cfg["output"], "degrade", [source])
+    if RunFolder.marker_kind(out) is not None and not overwrite:
+        raise RunFolderError(f"{out} holds an earlier degrade run; pass --overwrite to make it again")
+    run = RunFolder.claim(out, "degrade", [source], overwrite=overwrite)
     seed = int(cfg.get("seed", 0))
+    skipped = []
     with torch.no_grad():
         for index, path in enumerate(files):
-            x = load_image(path)[None]
+            try:
+                x = load_image(path)[None]
+            except (ValueError, OSError) as err:
+                skipped.append(f"{path.name}: {str(err).splitlines()[0]}")
+                continue
             y = noise(op(x), generator=torch.Generator().manual_seed(seed + index))
-            save_image(op.visualize(y)[0] * 2 - 1, out / "input" / f"{path.stem}.png")
-            save_image(x[0], out / "label" / f"{path.stem}.png")
-            np.save(out / "measurement" / f"{path.stem}.npy", y[0].float().numpy())
-    op.save(out / "operator.pt")
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    print(f"{len(files)} image(s) -> {out}")
+            save_image(op.visualize(y)[0] * 2 - 1, run.path(f"input/{path.stem}.png"))
+            save_image(x[0], run.path(f"label/{path.stem}.png"))
+            array = y[0].float().numpy()
+            atomic_write(run.path(f"measurement/{path.stem}.npy"), lambda f: np.save(f, array))
+    op.save(run.path("operator.pt"))
+    atomic_write_text(run.path("config.yaml"), yaml.safe_dump(cfg, sort_keys=False))
+    print(f"{len(files) - len(skipped)} image(s) -> {out}")
+    if skipped:
+        raise SkippedImages(skipped)
     return out
+
+
+class SkippedImages(Exception):
+    """Some input images could not be read; the others were degraded."""
 
 
 def grid_image() -> Path:
@@ -114,7 +133,7 @@ def operator_grid(out_path: Path, configs: list[Path], image: Optional[Path] = N
     return out_path
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="degradation config (YAML)")
     parser.add_argument("--output", type=Path, help="output folder (overrides the config's 'output')")
@@ -128,12 +147,27 @@ def main(argv: Optional[list[str]] = None) -> None:
         parser.error("give exactly one of --config and --grid")
     if args.grid is not None:
         operator_grid(args.grid, sorted(args.grid_configs.glob("*.yaml")), args.grid_image)
-    else:
-        cfg = yaml.safe_load(args.config.read_text())
-        if args.output is not None:
-            cfg["output"] = str(args.output)
-        degrade(cfg, overwrite=args.overwrite)
+        return 0
+    try:
+        with interruptible():
+            cfg = read_yaml_mapping(str(args.config))
+            if args.output is not None:
+                cfg["output"] = str(args.output)
+            degrade(cfg, overwrite=args.overwrite)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except SkippedImages as err:
+        print(f"{len(err.args[0])} image(s) skipped:", *(f"  {line}" for line in err.args[0]), sep="\n", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"error: cannot write {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    except Interrupted as err:
+        print("interrupted; run the same command with --overwrite to make the folder again", file=sys.stderr)
+        return err.exit_status
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from configs import ConfigError  # noqa: E402
 from guided_diffusion import CheckpointError  # noqa: E402
+from runs import RunFolder  # noqa: E402
 from configs import add_config_arguments, pick_device, resolve_path  # noqa: E402
 from training import (ImageCrops, Trainer, atomic_write, check_resumable, export_model,  # noqa: E402
                       load_train_config, load_train_state, model_flags, save_torch)
@@ -34,17 +35,18 @@ from training import (ImageCrops, Trainer, atomic_write, check_resumable, export
 CONFIG, LOG, STATE, MODEL = "config.yaml", "log.jsonl", "train_state.pt", "model.pt"
 
 
-def prepare_output(out: Path, cfg: Dict[str, Any], resume: bool, overwrite: bool) -> Optional[Dict[str, Any]]:
-    """Make `out` ready and write config.yaml; returns the saved training state when resuming, else None."""
+def prepare_output(out: Path, cfg: Dict[str, Any], resume: bool, overwrite: bool,
+                   source: Path) -> Optional[Dict[str, Any]]:
+    """Claim `out` as a train run folder (`runs.folder`: new, empty, or a train run of this tool)
+    and write config.yaml; returns the saved training state when resuming, else None."""
     if resume and overwrite:
         raise ConfigError("--resume continues a run and --overwrite starts it again; pass one of them")
+    RunFolder.check(out, "train", [source])
     state = _resumed_state(out, cfg) if resume else None
-    if not resume and out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{out} is not empty; pass --resume to continue its run or --overwrite to start again")
-        for name in (CONFIG, LOG, STATE, MODEL):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    if not (resume or overwrite) and RunFolder.marker_kind(out) and RunFolder(out, "train").outputs():
+        raise ConfigError(f"{out} holds a training run; pass --resume to continue it or --overwrite to start again")
+    run = RunFolder.claim(out, "train", [source], overwrite=overwrite)
+    run.record([CONFIG, LOG, STATE, MODEL])  # before any of them is written
     atomic_write(out / CONFIG, lambda f: f.write(yaml.safe_dump(cfg, sort_keys=False).encode()))
     return state
 
@@ -116,7 +118,7 @@ def train(cfg: Dict[str, Any], resume: bool = False, overwrite: bool = False) ->
     except (FileNotFoundError, ValueError, OSError) as err:
         raise ConfigError(f"data.input: {err}") from None
     out = Path(cfg["output"]).absolute()
-    state = prepare_output(out, cfg, resume, overwrite)
+    state = prepare_output(out, cfg, resume, overwrite, resolve_path(cfg["data"]["input"]))
     trainer = Trainer(cfg, device)
     if state is not None:
         trainer.load_state_dict(state)

@@ -18,7 +18,7 @@ from guided_diffusion import load_model
 from guided_diffusion.image_io import load_image, to_uint8
 from operators import build_operator
 from samplers import build_sampler
-from scripts.sample import SAMPLER_STREAM, generators
+from runs.task import SAMPLER_STREAM, generators
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_IMAGES = sorted((REPO / "data" / "demo").glob("*.png"))

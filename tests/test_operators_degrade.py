@@ -60,16 +60,22 @@ def test_degrade_end_to_end(tmp_path: Path, folder: Path) -> None:
     assert yaml.safe_load((out / "config.yaml").read_text())["operator"] == op_cfg
 
 
-def test_refuses_non_empty_output_without_overwrite(tmp_path: Path, folder: Path) -> None:
+def test_refuses_foreign_folders_and_replaces_only_its_own_run(tmp_path: Path, folder: Path) -> None:
     cfg = write_config(tmp_path, folder, {"name": "colorization"}, {"name": "clean"})
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("user file")
-    refused = run("--config", str(cfg))
-    assert refused.returncode != 0 and "--overwrite" in refused.stderr
-    assert not (tmp_path / "out" / "input").exists()
+    for extra in ([], ["--overwrite"]):  # a folder the tool did not make is never used, even with --overwrite
+        refused = run("--config", str(cfg), *extra)
+        assert refused.returncode == 2 and "not empty and holds no run of this tool" in refused.stderr
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["keep.txt"]
+    (tmp_path / "out" / "keep.txt").unlink()
+    assert run("--config", str(cfg)).returncode == 0
+    again = run("--config", str(cfg))
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    (tmp_path / "out" / "notes.txt").write_text("a user's file inside the run folder")
     allowed = run("--config", str(cfg), "--overwrite")
     assert allowed.returncode == 0, allowed.stderr
-    assert (tmp_path / "out" / "keep.txt").exists()  # only our own sub-folders are replaced
+    assert (tmp_path / "out" / "notes.txt").read_text() == "a user's file inside the run folder"
     gray = Image.open(tmp_path / "out" / "input" / "a.png")
     assert gray.mode == "L" and gray.size == (32, 32)
 

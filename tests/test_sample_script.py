@@ -64,7 +64,7 @@ def test_sample_script_writes_then_resumes(tmp_path: Path, tiny_checkpoint: Path
     assert second.returncode == 0 and "wrote 0 image(s)" in second.stdout
     assert [f.stat().st_mtime_ns for f in files] == stamps
     changed = _run("--config", str(cfg), "--set", "seed=2")
-    assert changed.returncode == 2 and "different config" in changed.stderr
+    assert changed.returncode == 2 and "made with seed = 1, not 2" in changed.stderr
 
 
 def test_sample_script_reports_config_errors_in_one_line(tmp_path: Path, tiny_checkpoint: Path) -> None:
@@ -127,10 +127,12 @@ def test_restoration_end_to_end_and_batch_invariance(tmp_path: Path, tiny_checkp
             assert [f.name for f in files] == ["img0.png", "img1.png", "img2.png"]
             from PIL import Image
             assert Image.open(files[0]).size == size
-    # comparison.png: a titled row (measurement | restoration | truth) per image, 32 px tiles, 2 px padding.
-    from scripts.figure import HEADER, LEFT
+    # comparison.png: a titled row (measurement | bicubic baseline | restoration | truth) per image,
+    # 32 px tiles, 2 px padding; the baseline is the classical restoration of the same y.
+    from evaluation.figures import HEADER, LEFT
     from PIL import Image
-    assert Image.open(outs[1] / "comparison.png").size == (LEFT + 3 * 34 + 2, HEADER + 3 * 34 + 2)
+    assert Image.open(outs[1] / "comparison.png").size == (LEFT + 4 * 34 + 2, HEADER + 3 * 34 + 2)
+    assert sorted(p.name for p in (outs[1] / "baseline").glob("*.png")) == ["img0.png", "img1.png", "img2.png"]
     # Per-image generators: the batch size does not change any output byte.
     for name in ("img0.png", "img1.png", "img2.png"):
         assert (outs[1] / "recon" / name).read_bytes() == (outs[2] / "recon" / name).read_bytes()

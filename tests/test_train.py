@@ -144,7 +144,7 @@ def test_exported_model_loads_and_samples(tmp_path: Path, image_dir: Path) -> No
     cfg = write_config(tmp_path, image_dir, steps=2, save_every=1)
     assert train_script.main(["--config", str(cfg)]) == 0
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "log.jsonl", "model.pt", "train_state.pt"]
+    assert sorted(p.name for p in run.iterdir()) == [".dfrestore", "config.yaml", "log.jsonl", "model.pt", "train_state.pt"]
     model = load_model(run / "model.pt")
     ema = load_train_state(run / "train_state.pt")["ema"]
     assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items())

@@ -1,0 +1,54 @@
+"""Ctrl-C and SIGTERM end a run with one line and the conventional exit status (128 + signal).
+
+`interruptible()` turns SIGTERM into the same `Interrupted` exception as Ctrl-C, so `finally`
+blocks run (the sampling state is saved) and the script's main prints where the run stopped.
+`Progress` is where the run says what it is doing, for that line.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+
+class Interrupted(Exception):
+    """The run was stopped by a signal; `signum` is SIGINT or SIGTERM."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+@dataclass
+class Progress:
+    """What the run is doing now: the image (1-based, of `total`) and the sampling step."""
+
+    image: int = 0
+    total: int = 0
+    step: Optional[int] = None
+    steps: Optional[int] = None
+
+    def where(self) -> str:
+        if not self.total:
+            return "before the first image"
+        at = f"image {self.image} of {self.total}"
+        return at if self.step is None else f"{at}, step {self.step} of {self.steps}"
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Within the block, SIGINT (Ctrl-C) and SIGTERM raise `Interrupted`."""
+    def handler(signum: int, frame) -> None:
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
