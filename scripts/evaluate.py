@@ -3,7 +3,8 @@
 Images are paired by file stem. Writes `per_image.csv` (PSNR, SSIM, LPIPS per image) and
 `summary.json` (metric -> mean over images; FID and KID are set-level; null where the value is not
 finite, e.g. the mean PSNR when a pair is identical) to `--out` (default: the `metrics/` folder
-beside `--recon`) and prints the summary. Existing outputs are kept unless `--overwrite`. A pair
+beside `--recon`) and prints the summary. `--out` must be new, empty or an earlier evaluate run
+(`runs.folder`); its outputs are kept unless `--overwrite`, which removes only that run's files. A pair
 with an unreadable file is skipped and named, the others are scored, and the exit status is 1.
 Protocol and weight files: docs/evaluation.md.
 """
@@ -24,6 +25,7 @@ from evaluation import write_result  # noqa: E402
 from evaluation.evaluator import METRICS, json_safe, result_paths  # noqa: E402
 from evaluation.files import refuse_existing  # noqa: E402
 from evaluation.perceptual import BACKBONES  # noqa: E402
+from runs import RunFolder  # noqa: E402
 from configs import pick_device  # noqa: E402
 
 
@@ -57,9 +59,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(args.out) if args.out else Path(args.recon).absolute().parent / "metrics"
     try:
         metrics = parse_metrics(args.metrics or ",".join(METRICS))
-        refuse_existing(result_paths(out), args.overwrite)  # before the work, not after
+        inputs = [Path(args.recon), Path(args.label)]
+        RunFolder.check(out, "evaluate", inputs)  # before the work: a folder of other files is refused
+        refuse_existing(result_paths(out), args.overwrite)
         pairs = pair_images(Path(args.recon), Path(args.label))
         result = evaluate(pairs, metrics, build_networks(args, metrics), args.crop_border, args.batch_size)
+        run = RunFolder.claim(out, "evaluate", inputs, overwrite=args.overwrite)
+        run.record(p.name for p in result_paths(out))
         written = write_result(result, out, args.overwrite)
     except (EvaluationError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
