@@ -1,36 +1,64 @@
 """Reproduce a published table: `python scripts/reproduce.py --table NAME [--limit N]`.
 
 For every row of the table (`evaluation/published.yaml`) that names a run config, runs the config
-as `scripts/sample.py` would (resuming finished images; `--limit N` = `--set data.limit=N`, into
-`<output>-nN`), evaluates its `recon/` against `label/` into `<run>/metrics/`, then prints the
-measured table next to the published one with the differences and writes it as Markdown and CSV
-to `--out`. Metrics files and tables are derived from the images and are recomputed (and
-replaced, with a note) on every call. Under `torchrun` the ranks share each run's images (see
-sample.py); rank 0 evaluates once all have finished.
+as `scripts/sample.py` would (rows of kind `baseline`: as `scripts/baseline.py` would, into the
+config's own output folder), resuming finished images (`--limit N` = `--set data.limit=N`, into
+`<output>-nN`); every sampler row is also run with each of the table's variants (e.g. the demo
+table's `bf16`: `model.precision=bf16`, into `<output>-bf16`). It records the wall time of each
+run (`<run>/metrics/wall_time.json`, summed over the calls that sampled images), evaluates its
+`recon/` against `label/` into `<run>/metrics/`, then prints the measured table next to the
+published one with the differences and writes it as Markdown and CSV, with the comparison figure
+(`evaluation.table_figures`) as PNG, to `--out`. Metrics files, tables and the figure are derived
+from the images and are recomputed (and replaced, with a note) on every call. A table's optional
+metrics (the demo table's LPIPS) are left out with a note when their weights are missing. Under
+`torchrun` the ranks share each sampler run's images (see sample.py); rank 0 runs the baselines,
+records the times (its own share) and evaluates once all have finished.
 `--set` overrides apply to every config (e.g. a local checkpoint path); `--results DIR` moves the
 runs to DIR/<method>/<name>. `--list` shows the tables.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from configs import ConfigError, load_config  # noqa: E402
+from configs import ConfigError, load_config, resolve_path  # noqa: E402
 from evaluation import Comparison, EvaluationError, Networks, evaluate, get_table, load_tables  # noqa: E402
 from evaluation import pair_images, parse_metrics, run_folder, write_result  # noqa: E402
 from evaluation.evaluator import result_paths  # noqa: E402
-from guided_diffusion.files import atomic_write_text  # noqa: E402
 from evaluation.shards import barrier, current_rank  # noqa: E402
-from evaluation.tables import PUBLISHED, Table  # noqa: E402
+from evaluation.table_figures import table_figure  # noqa: E402
+from evaluation.tables import PUBLISHED, Table, Timing  # noqa: E402
 from guided_diffusion import CheckpointError  # noqa: E402
+from guided_diffusion.files import atomic_write_text  # noqa: E402
+from guided_diffusion.image_io import save_image  # noqa: E402
+from runs.baseline import run as baseline_run  # noqa: E402
+from runs.restore import run as sample_run  # noqa: E402
 from scripts.evaluate import add_metric_options, build_networks  # noqa: E402
-from configs import resolve_path  # noqa: E402
-from scripts.sample import run as sample_run  # noqa: E402
+
+FIGURE_IMAGES = 2  # image blocks in the table's comparison figure
+TIMING = "wall_time.json"  # in <run>/metrics/
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a table: row index, variant ("" for the row's own run), kind and config."""
+
+    row: int
+    variant: str
+    kind: str
+    cfg: Dict[str, Any]
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.cfg["output"]).absolute()
 
 
 def row_config(config: str, overrides: List[str], limit: Optional[int], results: Optional[Path]) -> Dict[str, Any]:
@@ -43,31 +71,117 @@ def row_config(config: str, overrides: List[str], limit: Optional[int], results:
     return cfg
 
 
-def run_rows(table: Table, overrides: List[str], limit: Optional[int], results: Optional[Path],
-             overwrite: bool) -> Dict[int, Path]:
-    """Sample every row that has a config; returns row index -> run folder."""
-    folders: Dict[int, Path] = {}
-    configs = {i: row_config(r.config, overrides, limit, results) for i, r in enumerate(table.rows) if r.config}
-    for i, cfg in configs.items():  # all configs are validated above, before hours of sampling
-        print(f"[{table.rows[i].label} / {table.rows[i].task}] {table.rows[i].config} -> {cfg['output']}")
-        report = sample_run(cfg, overwrite=overwrite)
+def plan(table: Table, overrides: List[str], limit: Optional[int], results: Optional[Path]) -> List[Cell]:
+    """Every run of the table: each row with a config, then each sampler row's variants."""
+    cells = []
+    for i, row in enumerate(table.rows):
+        if not row.config:
+            continue
+        cfg = row_config(row.config, overrides, limit, results)
+        cells.append(Cell(i, "", row.kind, cfg))
+        if row.kind == "sampler":
+            for name, extra in table.variants.items():
+                variant = row_config(row.config, [*overrides, *extra], limit, results)
+                variant["output"] = f"{cfg['output']}-{name}"
+                cells.append(Cell(i, name, row.kind, variant))
+    return cells
+
+
+def read_timing(folder: Path) -> Optional[Timing]:
+    path = folder / "metrics" / TIMING
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return Timing(float(data["seconds"]), int(data["images"]))
+
+
+def add_timing(folder: Path, seconds: float, images: int) -> None:
+    """Add a call's wall time and sampled images to the run's record (nothing when it sampled none)."""
+    if images:
+        old = read_timing(folder) or Timing(0.0, 0)
+        atomic_write_text(folder / "metrics" / TIMING,
+                          json.dumps({"seconds": old.seconds + seconds, "images": old.images + images}) + "\n")
+
+
+def _restored(folder: Path) -> int:
+    return len(list((folder / "recon").glob("*.png")))
+
+
+def run_cell(cell: Cell, overwrite: bool, rank: int) -> None:
+    """Run (or resume) one cell and add its wall time to the record (rank 0)."""
+    if overwrite and rank == 0:
+        (cell.folder / "metrics" / TIMING).unlink(missing_ok=True)
+    start = time.perf_counter()
+    if cell.kind == "baseline":
+        before = 0 if overwrite else _restored(cell.folder)
+        baseline_run(cell.cfg, output=str(cell.folder), overwrite=overwrite)
+        written = _restored(cell.folder) - before
+    else:
+        report = sample_run(cell.cfg, overwrite=overwrite)
         print(f"wrote {len(report.written)} image(s)" + (f"; failed: {report.failed}" if report.failed else ""))
-        folders[i] = Path(cfg["output"]).absolute()
-    return folders
+        written = len(report.written)
+    if rank == 0:
+        add_timing(cell.folder, time.perf_counter() - start, written)
 
 
-def measure(table: Table, folders: Dict[int, Path], metrics: List[str], networks: Networks,
+def run_cells(table: Table, cells: List[Cell], overwrite: bool, rank: int) -> None:
+    """Sample every cell (baselines on rank 0 only: they are not sharded)."""
+    for cell in cells:  # all configs were validated by plan(), before hours of sampling
+        row = table.rows[cell.row]
+        if cell.kind == "baseline" and rank != 0:
+            continue
+        name = f"{row.label} / {row.task}" + (f" / {cell.variant}" if cell.variant else "")
+        print(f"[{name}] {row.config} -> {cell.folder}")
+        run_cell(cell, overwrite, rank)
+
+
+def measure(table: Table, cells: List[Cell], metrics: List[str], networks: Networks,
             batch_size: int) -> Comparison:
     """Evaluate each run folder into <run>/metrics/ (replacing earlier metrics, with a note)."""
-    measured, counts = {}, {}
-    for i, folder in folders.items():
-        pairs = pair_images(folder / "recon", folder / "label")
-        result = evaluate(pairs, metrics, networks, table.rows[i].crop_border, batch_size)
-        if any(p.exists() for p in result_paths(folder / "metrics")):
-            print(f"replacing the metrics in {folder / 'metrics'}")
-        write_result(result, folder / "metrics", overwrite=True)
-        measured[i], counts[i] = result.summary, len(pairs)
-    return Comparison(table, measured, counts)
+    comparison = Comparison(table, {}, {})
+    for cell in cells:
+        pairs = pair_images(cell.folder / "recon", cell.folder / "label")
+        result = evaluate(pairs, metrics, networks, table.rows[cell.row].crop_border, batch_size)
+        if any(p.exists() for p in result_paths(cell.folder / "metrics")):
+            print(f"replacing the metrics in {cell.folder / 'metrics'}")
+        write_result(result, cell.folder / "metrics", overwrite=True)
+        timing = read_timing(cell.folder)
+        if cell.variant:
+            comparison.variants.setdefault(cell.variant, {})[cell.row] = result.summary
+            if timing:
+                comparison.variant_timing.setdefault(cell.variant, {})[cell.row] = timing
+        else:
+            comparison.measured[cell.row], comparison.n_images[cell.row] = result.summary, len(pairs)
+            if timing:
+                comparison.timing[cell.row] = timing
+    return comparison
+
+
+def metric_networks(args: argparse.Namespace, table: Table, metrics: List[str]) -> Tuple[List[str], Networks]:
+    """The metrics to compute and their networks: a table's optional metric whose weights are missing
+    is left out with a note, unless --metrics asked for it."""
+    try:
+        return metrics, build_networks(args, metrics)
+    except EvaluationError as err:
+        optional = [] if args.metrics else [m for m in metrics if m in table.optional_metrics]
+        if not optional:
+            raise
+        print(f"leaving out {', '.join(optional)}: {err}")
+        kept = [m for m in metrics if m not in optional]
+        return kept, build_networks(args, kept)
+
+
+def write_outputs(stem: Path, comparison: Comparison, figure_args: Tuple[Optional[int], Optional[Path]]) -> List[Path]:
+    """<stem>.md, .csv and .png (the comparison figure), replacing earlier ones with a note."""
+    paths = [stem.with_suffix(s) for s in (".md", ".csv", ".png")]
+    for path in paths:
+        if path.exists():
+            print(f"replacing {path}")
+    atomic_write_text(paths[0], comparison.markdown())
+    atomic_write_text(paths[1], comparison.csv())
+    figure, _, _ = table_figure(comparison.table, *figure_args, FIGURE_IMAGES)
+    save_image(figure, paths[2])
+    return paths
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -79,10 +193,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value in every config of the table (repeatable)")
     parser.add_argument("--results", type=Path, help="write the runs to DIR/<method>/<name> instead")
-    parser.add_argument("--out", type=Path, default=Path("results/tables"), help="folder for <table>.md/.csv")
+    parser.add_argument("--out", type=Path, default=Path("results/tables"), help="folder for <table>.md/.csv/.png")
     parser.add_argument("--overwrite", action="store_true", help="regenerate images that already exist")
     add_metric_options(parser)
     args = parser.parse_args(argv)
+    start = time.perf_counter()
     try:
         tables = load_tables(Path(args.published))
         if args.list:
@@ -100,23 +215,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         except ValueError as err:
             raise ConfigError(str(err)) from None
         # Rank 0 finds the metric weights before sampling, so a missing file fails in seconds.
-        networks = build_networks(args, metrics) if rank.rank == 0 else None
-        folders = run_rows(table, args.overrides, args.limit, args.results, args.overwrite)
+        metrics, networks = metric_networks(args, table, metrics) if rank.rank == 0 else (metrics, None)
+        cells = plan(table, args.overrides, args.limit, args.results)
+        run_cells(table, cells, args.overwrite, rank.rank)
         barrier(rank)
         if rank.rank != 0:
             return 0
-        comparison = measure(table, folders, metrics, networks, args.batch_size)
+        comparison = measure(table, cells, metrics, networks, args.batch_size)
         stem = args.out / (f"{table.name}-n{args.limit}" if args.limit else table.name)
-        for suffix, text in ((".md", comparison.markdown()), (".csv", comparison.csv())):
-            path = stem.with_suffix(suffix)
-            if path.exists():
-                print(f"replacing {path}")
-            atomic_write_text(path, text)
+        paths = write_outputs(stem, comparison, (args.limit, args.results))
     except (EvaluationError, ConfigError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(comparison.markdown())
-    print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.csv')}")
+    print(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - start:.0f} s")
     return 0
 
 
