@@ -115,10 +115,12 @@ class RunFolder:
 
     def _read_manifest(self) -> List[str]:
         try:
-            lines = self._manifest.read_text(encoding="utf-8").splitlines()
+            text = self._manifest.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             return []
-        # A kill can tear only the last line: keep the names that are whole and inside the folder.
+        # A kill can tear only the last line, the one without its newline (its file was never
+        # created): keep the names that are whole and inside the folder.
+        lines = text.split("\n")[:-1]
         return [line for line in lines if line and ".." not in Path(line).parts and not Path(line).is_absolute()]
 
     def path(self, relative: PathLike) -> Path:
@@ -149,15 +151,17 @@ class RunFolder:
     def remove_outputs(self) -> int:
         """Delete every file the earlier run recorded, the folders that leaves empty, and the saved
         sampling states; the marker stays. Returns the number of files removed."""
-        removed, parents = 0, set()
+        removed, parents, real_root = 0, set(), self.root.resolve()
         for rel in sorted(self._recorded):
             p = self.root / rel
+            if not _inside(p.parent.resolve(), real_root):  # a folder replaced by a link to elsewhere
+                continue
             if p.is_file() or p.is_symlink():
                 p.unlink()
                 removed += 1
             parents.update(q for q in p.parents if _inside(q, self.root) and q != self.root)
         for folder in sorted(parents, key=lambda q: len(q.parts), reverse=True):
-            if folder.is_dir() and not any(folder.iterdir()):
+            if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
                 folder.rmdir()
         for state in self.state_dir.glob("*.pt") if self.state_dir.is_dir() else ():
             state.unlink()
