@@ -423,30 +423,46 @@ def test_a_full_disk_ends_in_one_line_and_keeps_the_images_written(tmp_path: Pat
     assert pngs(tmp_path / "out") == pngs(tmp_path / "whole")
 
 
-def test_a_failing_comparison_png_is_a_warning(tmp_path: Path, tiny_checkpoint: Path, capsys, monkeypatch) -> None:
+@pytest.mark.parametrize("tool", ["sample", "baseline"])
+def test_a_failing_comparison_png_is_a_warning(tmp_path: Path, tiny_checkpoint: Path, capsys, monkeypatch,
+                                               tool: str) -> None:
     from runs import comparison
 
     def full(x: torch.Tensor, path: Path) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(comparison, "save_image", full)
     images = make_images(tmp_path / "images", n=2)
-    code = sample_script.main(["--config", write(tmp_path / "cfg.yaml",
-                                                 restore_config(tiny_checkpoint, images, tmp_path / "out"))])
-    assert code == 0
+    cfg = write(tmp_path / "cfg.yaml", restore_config(tiny_checkpoint, images, tmp_path / "out"))
+    main = sample_script.main if tool == "sample" else baseline_script.main
+    assert main(["--config", cfg, *(["--output", str(tmp_path / "out")] if tool == "baseline" else [])]) == 0
     assert messages(capsys.readouterr().err) == ["warning: comparison.png not written: No space left on device"]
     assert sorted(p.name for p in (tmp_path / "out" / "recon").iterdir()) == ["i0.png", "i1.png"]
+    assert not (tmp_path / "out" / "comparison.png").exists()
 
 
-def test_a_corrupt_config_yaml_beside_images_is_refused(tmp_path: Path, tiny_checkpoint: Path, capsys) -> None:
+@pytest.mark.parametrize("with_images", [True, False])
+def test_a_corrupt_config_yaml_blocks_only_a_run_with_images(tmp_path: Path, tiny_checkpoint: Path, capsys,
+                                                             with_images: bool) -> None:
+    """Beside finished images: refused in one line, nothing touched. Before any image (a first run
+    whose inputs were all unreadable): the folder is taken over."""
     images = make_images(tmp_path / "images", n=2)
-    cfg = write(tmp_path / "cfg.yaml", restore_config(tiny_checkpoint, images, tmp_path / "out"))
-    assert sample_script.main(["--config", cfg]) == 0
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "x.png").write_bytes(b"")
+    first = restore_config(tiny_checkpoint, images if with_images else broken, tmp_path / "out")
+    assert sample_script.main(["--config", write(tmp_path / "first.yaml", first)]) == (0 if with_images else 1)
     (tmp_path / "out" / "config.yaml").write_bytes(b"seed: [unclosed\n\xff")
     capsys.readouterr()
-    before = snapshot(tmp_path)
-    one_line(capsys, sample_script.main(["--config", cfg]), 2, f"{tmp_path / 'out' / 'config.yaml'} is unreadable",
-             "--overwrite")
-    assert snapshot(tmp_path) == before
+    cfg = write(tmp_path / "cfg.yaml", restore_config(tiny_checkpoint, images, tmp_path / "out"))
+    if with_images:
+        before = snapshot(tmp_path)
+        one_line(capsys, sample_script.main(["--config", cfg]), 2,
+                 f"{tmp_path / 'out' / 'config.yaml'} is unreadable", "--overwrite")
+        assert snapshot(tmp_path) == before
+    else:
+        assert sample_script.main(["--config", cfg]) == 0
+        assert sorted(p.name for p in (tmp_path / "out" / "recon").iterdir()) == ["i0.png", "i1.png"]
+        assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["data"]["input"] == str(images)
 
 
 # ---- 11. Prior sampling where every sample fails -------------------------------------------------------
