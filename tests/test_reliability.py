@@ -1,6 +1,7 @@
 """A long run survives bad input and a kill: fuzzed configs and files, kill-and-resume."""
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -9,9 +10,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 from PIL import Image
 
+from guided_diffusion.files import is_temporary
 from scripts.sample import main as sample_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,35 +109,49 @@ def test_fuzzed_configs_and_files_end_in_success_or_one_line_errors(tiny_checkpo
     assert min(outcomes.values()) > 0, outcomes
 
 
-def test_killed_run_resumes_with_complete_outputs(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    """SIGKILL a run mid-way, start it again: every image ends up done once, every PNG decodes,
-    no temporary file is left."""
+def test_killed_run_resumes_with_the_uninterrupted_outputs(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """SIGKILL a run of several batches in the middle of a batch's trajectory, start it again: the
+    finished images are kept, the stopped batch continues from its saved state, and every PNG is
+    byte-identical to an uninterrupted run's; no temporary file is left."""
     images = tmp_path / "images"
     images.mkdir()
     for k in range(6):
         Image.fromarray(np.random.default_rng(k).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(images / f"i{k}.png")
     cfg = {"model": {"checkpoint": str(tiny_checkpoint)}, "sampler": {"name": "dps", "scale": 0.3, "steps": 25},
-           "task": {"operator": {"name": "super_resolution", "scale_factor": 2}},
-           "data": {"input": str(images)}, "batch_size": 1, "output": str(tmp_path / "out")}
+           "task": {"operator": {"name": "super_resolution", "scale_factor": 2},
+                    "noise": {"name": "gaussian", "sigma": 0.05}},
+           "data": {"input": str(images)}, "batch_size": 2, "state_every_steps": 1, "output": str(tmp_path / "out")}
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, str(REPO / "scripts" / "sample.py"), "--config", str(path)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
-    recon = tmp_path / "out" / "recon"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, env=env)
+    out = tmp_path / "out"
+    # Kill at a random step of the second batch (images i2, i3), the first one written.
+    step = random.Random(3).randrange(1, 20)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(recon.glob("*.png"))) < 2:
-        time.sleep(0.05)
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with open(out / ".dfrestore" / "state" / "images-2-3.pt", "rb") as f:
+                if torch.load(f, weights_only=True)["next_index"] <= 24 - step:
+                    break
+        except (OSError, RuntimeError):
+            pass
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done_before = len(list(recon.glob("*.png")))
-    assert 2 <= done_before < 6, done_before  # killed in the middle of the run
-    again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert sorted(p.name for p in (out / "recon").glob("*.png")) == ["i0.png", "i1.png"]
+    reached = torch.load(out / ".dfrestore" / "state" / "images-2-3.pt", weights_only=True)["next_index"]
+    assert 0 <= reached <= 24 - step
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert f"wrote {6 - done_before} image(s)" in again.stdout  # finished images are not redone
-    for sub in ("input", "label", "recon"):
-        files = sorted((tmp_path / "out" / sub).iterdir())
+    assert f"wrote 4 image(s) to {out} (2 already done)" in again.stdout  # finished images are not redone
+    whole = subprocess.run([*cmd, "--set", f"output={tmp_path / 'whole'}"], capture_output=True, text=True,
+                           cwd=REPO, env=env, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    for sub in ("input", "label", "recon", "baseline"):
+        files = sorted((out / sub).iterdir())
         assert [f.name for f in files] == [f"i{k}.png" for k in range(6)]
-        for f in files:
-            with Image.open(f) as img:
-                img.load()
-    assert not list((tmp_path / "out").rglob("*.tmp"))
+        assert [f.read_bytes() for f in files] == [(tmp_path / "whole" / sub / f.name).read_bytes() for f in files]
+    assert [p for p in out.rglob("*") if is_temporary(p)] == []
+    assert list((out / ".dfrestore" / "state").iterdir()) == []
