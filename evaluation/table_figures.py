@@ -83,5 +83,7 @@ def table_figure(table: Table, limit: Optional[int], results: Optional[Path], n_
     if any(CLASSICAL in by_method for by_method in runs.values()):
         methods.append(CLASSICAL)
     tiles, labels = grid_rows(runs, methods, max(1, n_images))
+    classical = list(dict.fromkeys(r.method for r in table.rows if r.kind == "baseline"))
+    labels = [f"{CLASSICAL}:\n" + " /\n".join(classical) if label == CLASSICAL else label for label in labels]
     grid = make_grid(tiles, ncol=len(runs), pad=PAD)
     return compose(grid, list(runs), labels, tiles.shape[-1]), len(labels), len(runs)

@@ -14,11 +14,14 @@ metrics (the demo table's LPIPS) are left out with a note when their weights are
 `torchrun` the ranks share each sampler run's images (see sample.py); rank 0 runs the baselines,
 records the times (its own share) and evaluates once all have finished.
 `--set` overrides apply to every config (e.g. a local checkpoint path); `--results DIR` moves the
-runs to DIR/<method>/<name>. `--list` shows the tables.
+runs to DIR/<method>/<name>; `--tasks a,b` runs and reports only those tasks' rows (written as
+<table>-a+b.*): a long table can be run task by task, and a last call without it resumes every run
+and reports the whole table with each run's recorded time. `--list` shows the tables.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -85,6 +88,18 @@ def plan(table: Table, overrides: List[str], limit: Optional[int], results: Opti
                 variant["output"] = f"{cfg['output']}-{name}"
                 cells.append(Cell(i, name, row.kind, variant))
     return cells
+
+
+def select_tasks(table: Table, tasks: Optional[str]) -> Table:
+    """The table restricted to the rows of the comma-separated `tasks` (all rows for None)."""
+    if not tasks:
+        return table
+    wanted = [t.strip() for t in tasks.split(",") if t.strip()]
+    known = list(dict.fromkeys(r.task for r in table.rows))
+    unknown = [t for t in wanted if t not in known]
+    if unknown or not wanted:
+        raise EvaluationError(f"--tasks: unknown task(s) {unknown} of table {table.name!r}; known: {', '.join(known)}")
+    return dataclasses.replace(table, rows=[r for r in table.rows if r.task in wanted])
 
 
 def read_timing(folder: Path) -> Optional[Timing]:
@@ -195,6 +210,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--results", type=Path, help="write the runs to DIR/<method>/<name> instead")
     parser.add_argument("--out", type=Path, default=Path("results/tables"), help="folder for <table>.md/.csv/.png")
     parser.add_argument("--overwrite", action="store_true", help="regenerate images that already exist")
+    parser.add_argument("--tasks", help="comma-separated tasks: run and report only their rows")
     add_metric_options(parser)
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -208,7 +224,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise EvaluationError("--table NAME is required (see --list)")
         if args.limit is not None and args.limit < 1:
             raise EvaluationError(f"--limit must be >= 1, got {args.limit}")
-        table = get_table(tables, args.table)
+        table = select_tasks(get_table(tables, args.table), args.tasks)
         metrics = parse_metrics(args.metrics or ",".join(table.metrics))
         try:
             rank = current_rank()
@@ -222,7 +238,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if rank.rank != 0:
             return 0
         comparison = measure(table, cells, metrics, networks, args.batch_size)
-        stem = args.out / (f"{table.name}-n{args.limit}" if args.limit else table.name)
+        name = table.name + (f"-n{args.limit}" if args.limit else "") + ("-" + "+".join(
+            dict.fromkeys(r.task for r in table.rows)) if args.tasks else "")
+        stem = args.out / name
         paths = write_outputs(stem, comparison, (args.limit, args.results))
     except (EvaluationError, ConfigError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)

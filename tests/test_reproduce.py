@@ -204,10 +204,18 @@ def test_demo_table_runs_baselines_variants_and_times_each_run(tmp_path: Path, c
     (tmp_path / "table.yaml").write_text(yaml.safe_dump(DEMO))
     args = ["--published", str(tmp_path / "table.yaml"), "--table", "demo", "--limit", "1", "--results",
             str(tmp_path / "runs"), "--out", str(tmp_path / "tables"), "--set", "sampler.steps=2", "--set", "device=cpu"]
+    runs = tmp_path / "runs"
+    # One task first (a long table can be run task by task), then the whole table.
+    assert reproduce_main([*args, "--tasks", "gaussian_deblur"]) == 0
+    assert not (runs / "sr2").exists()
+    assert "| sr2 |" not in (tmp_path / "tables" / "demo-n1-gaussian_deblur.md").read_text()
+    deblur = json.loads((runs / "gaussian_deblur" / "diffpir-n1" / "metrics" / "wall_time.json").read_text())
+    assert reproduce_main([*args, "--tasks", "sr3"]) == 2
+    assert "known: sr2, gaussian_deblur" in capsys.readouterr().err
     assert reproduce_main(args) == 0
     printed = capsys.readouterr().out
     assert "leaving out lpips" in printed and "LPIPS_BACKBONE" in printed
-    runs = tmp_path / "runs"
+    assert json.loads((runs / "gaussian_deblur" / "diffpir-n1" / "metrics" / "wall_time.json").read_text()) == deblur
     folders = {name: runs / name for name in ("sr2/dps-n1", "sr2/dps-n1-bf16", "sr2/baseline-n1",
                                               "gaussian_deblur/diffpir-n1", "gaussian_deblur/diffpir-n1-bf16",
                                               "gaussian_deblur/baseline-n1")}
