@@ -24,7 +24,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Largest image (width x height) decoded by default: 64 megapixels covers cameras up to 61 MP and
 # is 0.77 GB as float32 RGB; a small PNG of one colour can declare 10000 x 10000 (1.2 GB as floats).
 MAX_PIXELS = 64_000_000
-RESIZE_POLICIES = ("center_crop", "resize", "error")
+RESIZE_POLICIES = ("center_crop", "resize", "error", "keep")
 
 
 def list_images(source: PathLike) -> List[Path]:
@@ -75,7 +75,8 @@ def load_image(path: PathLike, size: Union[int, None] = None, policy: str = "cen
     EXIF orientation is applied; grayscale, palette, RGBA and 16-bit files become RGB (see
     `_rgb_array`). With `size`, an image that is not size x size is brought to it by `policy`:
     "center_crop" scales the shorter side to `size` (bicubic, antialiased) and crops the centre;
-    "resize" scales both sides to `size` (aspect ratio not kept); "error" refuses it.
+    "resize" scales both sides to `size` (aspect ratio not kept); "error" refuses it; "keep" leaves
+    every image at its own size (for samplers run on patches of the model's size).
     Unreadable files raise OSError, and so do images of more than `max_pixels` pixels (width x
     height from the file's header, refused before decoding; config key `data.max_pixels`) and
     images above twice PIL's decompression-bomb limit (179 megapixels) whatever `max_pixels` says.
@@ -91,11 +92,12 @@ def load_image(path: PathLike, size: Union[int, None] = None, policy: str = "cen
             arr = _rgb_array(img)
     except Image.DecompressionBombError as err:  # not an OSError: make it one like other unreadable files
         raise OSError(f"{path}: refused as too large ({err})") from None
-    if size is not None and arr.shape[:2] != (size, size):
+    if size is not None and policy != "keep" and arr.shape[:2] != (size, size):
         h, w = arr.shape[:2]
         if policy == "error":
             raise ValueError(f"{path} is {w}x{h}, the model needs {size}x{size} "
-                             f"(set data.resize to center_crop or resize)")
+                             f"(set data.resize to center_crop or resize, or to keep with sampler.patch_size "
+                             f"to restore it at its own size)")
         if policy == "resize":
             arr = _resize(arr, size, size)
         else:

@@ -25,11 +25,15 @@ class ExposureModel(Operator):
         self.f = nn.Parameter(torch.tensor([float(f)], dtype=torch.float64))
         self.M = nn.Parameter(torch.as_tensor(np.asarray(M, dtype=np.float64))[None, None])
 
-    def forward(self, x: Tensor, offset: tuple[int, int] = (0, 0)) -> Tensor:
-        """A(x) on an image (or patch, as in GDP's patch-based sampling) whose top-left pixel
-        sits at ``offset`` in the ``M`` map."""
-        top, left = offset
+    def forward(self, x: Tensor, offset: Optional[tuple[int, int]] = None) -> Tensor:
+        """A(x) on the whole image, which must have the ``M`` map's size (a 256 x 256 image is not
+        a 400 x 600 low-light task), or on a patch (GDP's patch-based sampling) whose top-left
+        pixel sits at ``offset`` in the ``M`` map."""
         h, w = x.shape[-2:]
+        if offset is None and (h, w) != tuple(self.M.shape[-2:]):
+            raise ValueError(f"the image is {h}x{w} but this exposure model's map is "
+                             f"{self.M.shape[-2]}x{self.M.shape[-1]} (set the operator's image_size to the image's)")
+        top, left = offset or (0, 0)
         if top < 0 or left < 0 or top + h > self.M.shape[-2] or left + w > self.M.shape[-1]:
             raise ValueError(f"patch {tuple(x.shape[-2:])} at {offset} is outside the M map {tuple(self.M.shape[-2:])}")
         m = self.M[..., top:top + h, left:left + w].to(device=x.device, dtype=x.dtype)

@@ -50,7 +50,12 @@ def write_comparison(run: RunFolder) -> Optional[Path]:
             tiles.append(_tile(run.root / "baseline" / f"{stem}.png", truth))
         tiles.append(_tile(run.root / "recon" / f"{stem}.png", truth))
         tiles.append(truth)
-    grid = make_grid(torch.stack(tiles), ncol=len(columns), pad=PAD)
+    height, width = max(t.shape[-2] for t in tiles), max(t.shape[-1] for t in tiles)
+    # Images of several sizes (data.resize keep) sit top-left in cells of the largest size, on white.
+    cells = torch.ones(len(tiles), 3, height, width)
+    for cell, t in zip(cells, tiles):
+        cell[:, :t.shape[-2], :t.shape[-1]] = t
+    grid = make_grid(cells, ncol=len(columns), pad=PAD)
     path = run.path("comparison.png")
-    save_image(compose(grid, columns, stems, tiles[0].shape[-1]), path)
+    save_image(compose(grid, columns, stems, width), path)
     return path

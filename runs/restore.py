@@ -76,15 +76,26 @@ def _saved_config(run: RunFolder) -> Optional[Dict[str, Any]]:
     return saved
 
 
+def _saved_config_or_none(run: RunFolder, images: List[Path]) -> Optional[Dict[str, Any]]:
+    """The saved config (None without one); an unreadable one blocks only a run with images to keep,
+    else it is {}, a config that differs from any (the folder is taken over)."""
+    try:
+        return _saved_config(run)
+    except RunFolderError:
+        if images:
+            raise
+        return {}
+
+
 def claim_output(cfg: Dict[str, Any], overwrite: bool, rank: Rank, inputs: Sequence[Path], output: Optional[str] = None,
                  kind: str = "sample") -> RunFolder:
     """Claim `output` (default cfg["output"]) for this config: continue the run there if only keys
     that change no output differ; a folder with no image yet is taken over whatever its config said."""
     run = RunFolder.claim(output or cfg["output"], kind, inputs, overwrite, clean_temporary=rank.world_size == 1)
-    saved = None if overwrite else _saved_config(run)
+    images = [p for p in run.outputs() if p.suffix == ".png"]
+    saved = None if overwrite else _saved_config_or_none(run, images)
     if saved is not None:
         diff = first_difference(saved, cfg)
-        images = [p for p in run.outputs() if p.suffix == ".png"]
         if diff and images:
             key, old, new = diff
             raise RunFolderError(f"{run.root} holds a run made with {key} = {old!r}, not {new!r}; "
@@ -186,6 +197,7 @@ def restore(cfg: Dict[str, Any], runner: BatchRunner, model, op, noise, run: Run
     # Blind operators learn their parameters per image batch: every batch starts from the same state.
     initial = {k: v.clone() for k, v in op.state_dict().items()}
     classical = has_classical(op)
+    keep = cfg["data"]["resize"] == "keep"
     every = cfg["progress_every"]
 
     def save_progress(ks: List[int], i: int, x0_hat: torch.Tensor) -> None:
@@ -202,6 +214,15 @@ def restore(cfg: Dict[str, Any], runner: BatchRunner, model, op, noise, run: Run
             return None
 
     def restore_batch(ks: List[int], x: torch.Tensor) -> None:
+        if keep:
+            try:
+                if min(x.shape[-2:]) < runner.sampler.patch_size:
+                    raise ConfigError(f"the image is {x.shape[-1]}x{x.shape[-2]}, smaller than "
+                                      f"sampler.patch_size {runner.sampler.patch_size}")
+                dry_run(op, *x.shape[1:], runner.device, what="the image's")
+            except ConfigError as err:
+                report.failed.update({files[k].name: f"skipped: {err}" for k in ks})
+                return
         op.load_state_dict(initial)
         y = measure(op, noise, x, generators(cfg["seed"], ks, NOISE_STREAM, runner.device))
         runner.progress.image = mine.index(ks[0]) + 1
@@ -226,10 +247,10 @@ def restore(cfg: Dict[str, Any], runner: BatchRunner, model, op, noise, run: Run
 
     runner.progress.total = len(mine)
     for ks in tqdm(_batches(pending, runner.states.saved_batches(), cfg["batch_size"]), desc="images", unit="batch"):
-        loaded = [(k, load(k)) for k in ks]
-        ks = [k for k, img in loaded if img is not None]
-        if ks:
-            restore_batch(ks, torch.stack([img for _, img in loaded if img is not None]).to(runner.device))
+        loaded = [(k, img) for k, img in ((k, load(k)) for k in ks) if img is not None]
+        for shape in dict.fromkeys(img.shape for _, img in loaded):  # one size per batch (data.resize keep)
+            group = [(k, img) for k, img in loaded if img.shape == shape]
+            restore_batch([k for k, _ in group], torch.stack([img for _, img in group]).to(runner.device))
     if cfg["grid"] and rank.world_size == 1 and (report.written or not (run.root / "comparison.png").exists()):
         try:
             write_comparison(run)
@@ -290,9 +311,14 @@ def run(cfg: Dict[str, Any], overwrite: bool = False, progress: Optional[Progres
     model = ModelRunner(load_model(resolve_path(mc["checkpoint"]), device=device, **mc["flags"]),
                         precision=mc["precision"], channels_last=mc["channels_last"], compile=mc["compile"],
                         sdpa=mc["sdpa"], checkpointing=mc["checkpointing"])
+    keep = cfg["data"]["resize"] == "keep"
+    if keep and sampler.patch_size is None:
+        raise ConfigError("data.resize: keep restores every image at its own size, which needs "
+                          f"sampler.patch_size (e.g. {model.image_size}, the model's size) and patch_stride")
     if op is not None:
         op = op.to(device)
-        dry_run(op, model.in_channels, model.image_size, model.image_size, device)
+        if not keep:  # with keep, each image size is tried when its image comes (`restore`)
+            dry_run(op, model.in_channels, model.image_size, model.image_size, device)
     run_folder = claim_output(cfg, overwrite, rank, inputs)
     progress = progress if progress is not None else Progress()
     states = TrajectoryStates(run_folder, cfg["state_every_steps"], cfg["state_every_minutes"])

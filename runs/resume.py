@@ -21,9 +21,9 @@ from guided_diffusion.files import atomic_write
 from .folder import RunFolder
 
 # Keys that do not change any output, so a run may continue with other values: how images are
-# grouped (per-image seeds), how many are done, where the folder is, what is logged, how often
-# the state is saved, and activation checkpointing (the same arithmetic, recomputed).
-NOT_OUTPUT_KEYS = ("batch_size", "output", "data.limit", "num_samples", "grid", "progress_every",
+# grouped (per-image seeds), how many are done or too large to read, where the folder is, what is
+# logged, how often the state is saved, and activation checkpointing (the same arithmetic, recomputed).
+NOT_OUTPUT_KEYS = ("batch_size", "output", "data.limit", "data.max_pixels", "num_samples", "grid", "progress_every",
                    "model.checkpointing", "state_every_steps", "state_every_minutes")
 PATH_KEYS = ("model.checkpoint", "data.input")
 

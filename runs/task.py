@@ -18,8 +18,9 @@ SAMPLER_STREAM, NOISE_STREAM = 0, 1
 
 
 def generators(seed: int, indices: Sequence[int], stream: int, device: torch.device) -> List[torch.Generator]:
-    """One generator per image, seeded from (seed, image index, stream)."""
-    return [torch.Generator(device).manual_seed((seed * 1_000_003 + k) * 4 + stream) for k in indices]
+    """One generator per image, seeded from (seed, image index, stream), reduced to torch's 64-bit
+    seed range (every seed below 2^61 / 1_000_003 keeps its value)."""
+    return [torch.Generator(device).manual_seed(((seed * 1_000_003 + k) * 4 + stream) % 2 ** 64) for k in indices]
 
 
 def measure(op, noise, x: torch.Tensor, noise_generators: List[torch.Generator]) -> torch.Tensor:
@@ -47,12 +48,12 @@ def build_task(cfg: Dict[str, Any]) -> Tuple[Optional[Any], Optional[Any]]:
     return op, build_task_part("noise", cfg["task"]["noise"] or {"name": "clean"}, build_noise)
 
 
-def dry_run(op, channels: int, height: int, width: int, device: torch.device) -> None:
+def dry_run(op, channels: int, height: int, width: int, device: torch.device, what: str = "the model's") -> None:
     """Refuse an operator that cannot restore (C, H, W) images, before any work: A must accept the
     image, and a linear A's transpose and pseudo-inverse must return the image's shape (a factor 3
     on 64 pixels passes A but not its way back)."""
-    x = torch.zeros(1, channels, height, width, device=device)
     name = getattr(op, "name", type(op).__name__)
+    x = torch.zeros(1, channels, height, width, device=device)
     try:
         with torch.no_grad():
             y = op.forward(x)
@@ -64,5 +65,5 @@ def dry_run(op, channels: int, height: int, width: int, device: torch.device) ->
                 if tuple(back.shape) != tuple(x.shape):
                     raise ValueError(f"its {way} returns {tuple(back.shape[-2:])} for {(height, width)} images")
     except (RuntimeError, ValueError) as err:
-        raise ConfigError(f"task.operator {name!r} cannot act on the model's {height}x{width} images: "
+        raise ConfigError(f"task.operator {name!r} cannot act on {what} {height}x{width} images: "
                           f"{str(err).splitlines()[0]}") from None
