@@ -14,11 +14,11 @@ from configs import ConfigError, pick_device, resolve_path
 from evaluation.baselines import classical_method, classical_restore
 from evaluation.shards import Rank
 from guided_diffusion import load_model
-from guided_diffusion.image_io import images_by_stem, load_image
+from guided_diffusion.image_io import load_image
 
 from .comparison import write_comparison
 from .restore import claim_output, is_done, write_image
-from .task import NOISE_STREAM, build_task, generators, measure
+from .task import NOISE_STREAM, build_task, generators, input_files, measure
 
 
 def run(cfg: Dict[str, Any], output: Optional[str] = None, overwrite: bool = False) -> Path:
@@ -33,11 +33,7 @@ def run(cfg: Dict[str, Any], output: Optional[str] = None, overwrite: bool = Fal
     if not cfg["model"]["checkpoint"]:
         raise ConfigError("model.checkpoint is not set (the baseline works at the model's image size)")
     source = resolve_path(cfg["data"]["input"])
-    try:
-        files = list(images_by_stem(source).values())
-    except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(f"data.input: {err}") from None
-    files = files[: cfg["data"]["limit"]] if cfg["data"]["limit"] else files
+    files = input_files(cfg)
     size = load_model(resolve_path(cfg["model"]["checkpoint"])).image_size
     folder = claim_output(cfg, overwrite, Rank(0, 1, 0), [source], output or f"{cfg['output']}_{method}", "baseline")
     device = pick_device(cfg["device"])

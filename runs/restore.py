@@ -32,7 +32,7 @@ from evaluation.baselines import classical_method, classical_restore
 from evaluation.shards import Rank, current_rank, shard
 from guided_diffusion import load_model
 from guided_diffusion.files import atomic_write_text
-from guided_diffusion.image_io import images_by_stem, load_image, make_grid, save_image
+from guided_diffusion.image_io import load_image, make_grid, save_image
 from guided_diffusion.runtime import ModelRunner
 from samplers import NonFiniteError, build_sampler
 from samplers.dps import with_noise_model
@@ -41,7 +41,7 @@ from .comparison import write_comparison
 from .folder import RunFolder, RunFolderError
 from .interrupt import Progress
 from .resume import TrajectoryStates, first_difference, restore_state
-from .task import NOISE_STREAM, SAMPLER_STREAM, build_task, dry_run, generators, measure
+from .task import NOISE_STREAM, SAMPLER_STREAM, build_task, dry_run, generators, input_files, measure
 
 CONFIG = "config.yaml"
 
@@ -182,14 +182,9 @@ def _batches(pending: List[int], saved: List[List[int]], batch_size: int) -> Lis
     return first + [rest[i:i + batch_size] for i in range(0, len(rest), batch_size)]
 
 
-def restore(cfg: Dict[str, Any], runner: BatchRunner, model, op, noise, run: RunFolder, rank: Rank,
+def restore(cfg: Dict[str, Any], files: List[Path], runner: BatchRunner, model, op, noise, run: RunFolder, rank: Rank,
             report: RunReport) -> None:
-    """Restore every image of this rank's shard that has no complete recon/ file yet."""
-    try:  # outputs are named by stem: two inputs with one stem would overwrite each other
-        files = list(images_by_stem(resolve_path(cfg["data"]["input"])).values())
-    except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(f"data.input: {err}") from None
-    files = files[: cfg["data"]["limit"]] if cfg["data"]["limit"] else files
+    """Restore every image of `files` in this rank's shard that has no complete recon/ file yet."""
     sigma = float(getattr(noise, "sigma", 0.0))
     mine = shard(range(len(files)), rank.rank, rank.world_size)
     pending = [k for k in mine if not is_done(run.root / "recon" / f"{files[k].stem}.png")]
@@ -305,6 +300,7 @@ def run(cfg: Dict[str, Any], overwrite: bool = False, progress: Optional[Progres
     except ValueError as err:
         raise ConfigError(str(err)) from None
     inputs = [resolve_path(cfg["data"]["input"])] if op is not None else []
+    files = input_files(cfg) if op is not None else []  # refused before the folder is touched
     RunFolder.check(cfg["output"], "sample", inputs)
     device = pick_device(cfg["device"], rank.local_rank if rank.world_size > 1 else None)
     mc = cfg["model"]
@@ -327,7 +323,7 @@ def run(cfg: Dict[str, Any], overwrite: bool = False, progress: Optional[Progres
     if op is None:
         sample_prior(cfg, runner, model, run_folder, rank, report)
     else:
-        restore(cfg, runner, model, op, noise, run_folder, rank, report)
+        restore(cfg, files, runner, model, op, noise, run_folder, rank, report)
     return report
 
 

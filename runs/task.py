@@ -5,11 +5,14 @@ baseline sees exactly the tensor the sampler saw.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from configs import ConfigError
+from configs import ConfigError, resolve_path
+from configs.schema import REPO
+from guided_diffusion.image_io import images_by_stem
 from operators import OperatorUnavailable, build_noise, build_operator
 from operators.base import NonlinearOperatorError
 
@@ -27,6 +30,24 @@ def measure(op, noise, x: torch.Tensor, noise_generators: List[torch.Generator])
     """y = noise(A x), image j with noise_generators[j]: (N, C, H, W) in [-1, 1] -> A's output shape."""
     with torch.no_grad():
         return torch.cat([noise(op.forward(x[j:j + 1]), generator=g) for j, g in enumerate(noise_generators)])
+
+
+def input_files(cfg: Dict[str, Any]) -> List[Path]:
+    """The images of `data.input` (a file or a folder, searched recursively), sorted, cut to
+    `data.limit`; one-line ConfigError for a missing folder (naming the script that builds the
+    papers' test sets under data/) and for two images sharing a stem (outputs are named by stem)."""
+    source = resolve_path(cfg["data"]["input"])
+    try:
+        files = list(images_by_stem(source).values())
+    except FileNotFoundError as err:
+        hint = ""
+        if (REPO / "data") in source.absolute().parents:
+            hint = ("; the papers' test sets are built from a local FFHQ / ImageNet copy by "
+                    "python data/build_testset.py (see its --help)")
+        raise ConfigError(f"data.input: {err}{hint}") from None
+    except ValueError as err:
+        raise ConfigError(f"data.input: {err}") from None
+    return files[: cfg["data"]["limit"]] if cfg["data"]["limit"] else files
 
 
 def build_task_part(kind: str, spec: Dict[str, Any], builder: Callable[..., Any]) -> Any:
