@@ -34,8 +34,9 @@ class Progress:
     steps: Optional[int] = None
 
     def where(self) -> str:
+        """Where the run is, to follow "interrupted at": "image 2 of 8, step 31 of 100"."""
         if not self.total:
-            return "before the first image"
+            return "the start, before the first image"
         at = f"image {self.image} of {self.total}"
         return at if self.step is None else f"{at}, step {self.step} of {self.steps}"
 

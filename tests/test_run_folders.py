@@ -166,7 +166,8 @@ def test_sample_refuses_overlapping_input_and_output(tmp_path: Path, tiny_checkp
 def test_overwrite_leaves_only_the_new_run_and_the_users_files(tmp_path: Path, tiny_checkpoint: Path, capsys) -> None:
     out = tmp_path / "out"
     old = make_images(tmp_path / "old", n=3, seed=1)
-    assert sample_script.main(["--config", write(tmp_path / "old.yaml", restore_config(tiny_checkpoint, old, out))]) == 0
+    assert sample_script.main(["--config", write(tmp_path / "old.yaml",
+                                                 restore_config(tiny_checkpoint, old, out))]) == 0
     (out / "notes.txt").write_text("my notes on this run")
     (out / "recon" / "mine.txt").write_text("kept beside the images")
     user = {k: v for k, v in snapshot(out).items() if k in ("notes.txt", "recon/mine.txt")}
@@ -185,6 +186,23 @@ def test_overwrite_leaves_only_the_new_run_and_the_users_files(tmp_path: Path, t
     assert {k: v for k, v in snapshot(out).items() if k in user} == user
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["seed"] == 5 and saved["sampler"]["name"] == "ddim" and saved["data"]["input"] == str(new_images)
+
+
+def test_degrade_overwrite_replaces_only_its_own_files(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    make_images(tmp_path / "three", n=3)
+    first = write(tmp_path / "a.yaml", {"operator": {"name": "colorization"}, "input": str(tmp_path / "three"),
+                                        "output": str(out)})
+    assert degrade_script.main(["--config", first]) == 0
+    (out / "label" / "mine.txt").write_text("the user's")
+    again = write(tmp_path / "b.yaml", {"operator": {"name": "super_resolution", "scale_factor": 2},
+                                        "input": str(make_images(tmp_path / "one", n=1)), "output": str(out)})
+    one_line(capsys, degrade_script.main(["--config", again]), 2, "holds an earlier degrade run", "--overwrite")
+    assert degrade_script.main(["--config", again, "--overwrite"]) == 0
+    files = {k for k, v in snapshot(out).items() if v is not None and not k.startswith(".dfrestore/")}
+    assert files == {"config.yaml", "operator.pt", "label/mine.txt", "input/i0.png", "label/i0.png",
+                     "measurement/i0.npy"}
+    assert Image.open(out / "input" / "i0.png").size == (16, 16)
 
 
 # ---- 4. Outputs get the permissions the umask gives --------------------------------------------------
@@ -265,7 +283,8 @@ def saved_next_index(out: Path) -> int:
     return int(saved["next_index"])
 
 
-def test_killed_at_a_random_step_resumes_mid_trajectory_byte_for_byte(tmp_path: Path, trajectory: Dict[str, Any]) -> None:
+def test_killed_at_a_random_step_resumes_mid_trajectory_byte_for_byte(tmp_path: Path,
+                                                                      trajectory: Dict[str, Any]) -> None:
     out = tmp_path / "out"
     step = random.Random(5).randrange(1, TRAJECTORY_STEPS - 4)
     proc = start_and_wait_for_state(trajectory["config"], out, step)
@@ -294,6 +313,20 @@ def test_ctrl_c_and_sigterm_end_in_one_line_and_resume(tmp_path: Path, trajector
     # The state of the last step reached is saved on the way out: the rerun starts right after it.
     assert saved_next_index(out) == steps - 1 - step
     assert finish_and_compare(trajectory, out) == steps - 1 - step
+
+
+def test_ctrl_c_before_the_first_image_is_one_line(tmp_path: Path, tiny_checkpoint: Path, capsys,
+                                                  monkeypatch) -> None:
+    from runs import Interrupted, restore
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise Interrupted(signal.SIGINT)
+    monkeypatch.setattr(restore, "claim_output", interrupted)
+    images = make_images(tmp_path / "images", n=1)
+    code = sample_script.main(["--config", write(tmp_path / "cfg.yaml",
+                                                 restore_config(tiny_checkpoint, images, tmp_path / "out"))])
+    assert code == 130 and messages(capsys.readouterr().err) == [
+        "interrupted at the start, before the first image; run the same command to resume"]
 
 
 # ---- 7. Resume compares only what changes the outputs ------------------------------------------------
