@@ -4,8 +4,6 @@
 of kind "baseline" (default: the config's output + `_<method>`)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any, Dict, Optional
 
 from tqdm.auto import tqdm
@@ -17,12 +15,13 @@ from guided_diffusion import load_model
 from guided_diffusion.image_io import load_image
 
 from .comparison import write_comparison
-from .restore import claim_output, is_done, write_image
+from .restore import RunReport, claim_output, is_done, write_image
 from .task import NOISE_STREAM, build_task, generators, input_files, measure
 
 
-def run(cfg: Dict[str, Any], output: Optional[str] = None, overwrite: bool = False) -> Path:
-    """Restore every image of the config classically; returns the output folder."""
+def run(cfg: Dict[str, Any], output: Optional[str] = None, overwrite: bool = False) -> RunReport:
+    """Restore every image of the config classically (those without a complete recon/ file);
+    returns what was written, what was already done and the images that could not be read."""
     op, noise = build_task(cfg)
     if op is None:
         raise ConfigError("task.operator is not set: a baseline restores measurements")
@@ -38,20 +37,23 @@ def run(cfg: Dict[str, Any], output: Optional[str] = None, overwrite: bool = Fal
     folder = claim_output(cfg, overwrite, Rank(0, 1, 0), [source], output or f"{cfg['output']}_{method}", "baseline")
     device = pick_device(cfg["device"])
     op = op.to(device)
+    report = RunReport(folder=folder.root)
     for k, path in enumerate(tqdm(files, desc=method, unit="image")):
         if is_done(folder.root / "recon" / f"{path.stem}.png"):
+            report.already_done += 1
             continue
         try:
             x = load_image(path, size, cfg["data"]["resize"], cfg["data"]["max_pixels"])[None].to(device)
         except (ValueError, OSError) as err:
-            print(f"skipped {path.name}: {str(err).splitlines()[0]}", file=sys.stderr)
+            report.failed[path.name] = f"skipped, cannot use the file: {str(err).splitlines()[0]}"
             continue
         y = measure(op, noise, x, generators(cfg["seed"], [k], NOISE_STREAM, device))
         write_image(op.visualize(y)[0] * 2 - 1, folder.path(f"input/{path.stem}.png"))
         write_image(x[0], folder.path(f"label/{path.stem}.png"))
         write_image(classical_restore(op, y)[0], folder.path(f"recon/{path.stem}.png"))
+        report.written.append(folder.root / "recon" / f"{path.stem}.png")
     try:
         write_comparison(folder)
     except OSError as err:  # a figure is not a result: the restorations stay, the run succeeds
-        print(f"warning: comparison.png not written: {err.strerror or err}", file=sys.stderr)
-    return folder.root
+        report.warnings.append(f"comparison.png not written: {err.strerror or err}")
+    return report

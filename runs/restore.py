@@ -37,6 +37,7 @@ from guided_diffusion.runtime import ModelRunner
 from samplers import NonFiniteError, build_sampler
 from samplers.dps import with_noise_model
 
+from .cli import print_failures
 from .comparison import write_comparison
 from .folder import RunFolder, RunFolderError
 from .interrupt import Progress
@@ -55,6 +56,7 @@ class RunReport:
     failed: Dict[str, str] = field(default_factory=dict)
     already_done: int = 0
     warnings: List[str] = field(default_factory=list)
+    folder: Optional[Path] = None
 
 
 class RunWriteError(OSError):
@@ -319,7 +321,7 @@ def run(cfg: Dict[str, Any], overwrite: bool = False, progress: Optional[Progres
     progress = progress if progress is not None else Progress()
     states = TrajectoryStates(run_folder, cfg["state_every_steps"], cfg["state_every_minutes"])
     runner = BatchRunner(cfg, sampler, model, device, states, progress)
-    report = RunReport()
+    report = RunReport(folder=run_folder.root)
     if op is None:
         sample_prior(cfg, runner, model, run_folder, rank, report)
     else:
@@ -327,15 +329,13 @@ def run(cfg: Dict[str, Any], overwrite: bool = False, progress: Optional[Progres
     return report
 
 
-def print_report(report: RunReport, out: Path) -> int:
+def print_report(report: RunReport) -> int:
     """The run's summary on stdout / stderr; returns the exit status (1 if any image failed)."""
     done = f" ({report.already_done} already done)" if report.already_done else ""
-    print(f"wrote {len(report.written)} image(s) to {out}{done}")
+    print(f"wrote {len(report.written)} image(s) to {report.folder}{done}")
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if report.failed:
-        print(f"{len(report.failed)} image(s) failed:", file=sys.stderr)
-        for name, reason in report.failed.items():
-            print(f"  {name}: {reason}", file=sys.stderr)
+        print_failures("image(s) failed", report.failed)
         return 1
     return 0

@@ -17,11 +17,10 @@ from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs import ConfigError, add_config_arguments, load_config  # noqa: E402
-from guided_diffusion import CheckpointError  # noqa: E402
-from runs import Interrupted, interruptible  # noqa: E402
+from configs import add_config_arguments, load_config  # noqa: E402
 from runs.baseline import run  # noqa: E402
-from runs.restore import RunWriteError  # noqa: E402
+from runs.cli import exit_status  # noqa: E402
+from runs.restore import print_report  # noqa: E402
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -30,20 +29,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--output", help="output folder (default: <config output>_<method>)")
     parser.add_argument("--overwrite", action="store_true", help="remove the earlier baseline run's own files first")
     args = parser.parse_args(argv)
-    try:
-        with interruptible():
-            out = run(load_config(args.config, args.overrides), args.output, args.overwrite)
-    except (ConfigError, CheckpointError) as err:
-        print(f"error: {args.config or '--set'}: {err}", file=sys.stderr)
-        return 2
-    except RunWriteError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except Interrupted as err:
-        print("interrupted; run the same command to continue", file=sys.stderr)
-        return err.exit_status
-    print(f"wrote the classical restorations to {out}")
-    return 0
+
+    def action() -> int:
+        return print_report(run(load_config(args.config, args.overrides), args.output, args.overwrite))
+    return exit_status(action, prefix=f"{args.config or '--set'}: ", resume="run the same command to continue")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ from configs import ConfigError, read_yaml_mapping, resolve_path  # noqa: E402
 from guided_diffusion.files import atomic_write, atomic_write_text  # noqa: E402
 from guided_diffusion.image_io import images_by_stem, load_image, save_image, to_uint8  # noqa: E402
 from operators import Operator, build_noise, build_operator  # noqa: E402
-from runs import Interrupted, RunFolder, RunFolderError, interruptible  # noqa: E402
+from runs import RunFolder, RunFolderError  # noqa: E402
+from runs.cli import exit_status, print_failures  # noqa: E402
 from runs.task import build_task_part  # noqa: E402
 GRID_IMAGE = ROOT / "data" / "samples" / "astronaut_256.png"
 
@@ -50,8 +51,8 @@ def build_from_config(cfg: dict[str, Any]) -> tuple[Operator, Any]:
             build_task_part("noise", cfg.get("noise") or {"name": "clean"}, build_noise))
 
 
-def degrade(cfg: dict[str, Any], overwrite: bool = False) -> Path:
-    """Run one config (see module docstring); returns the output folder.
+def degrade(cfg: dict[str, Any], overwrite: bool = False) -> dict[str, str]:
+    """Run one config (see module docstring); returns the images skipped (name -> reason).
 
     The output must be a new or empty folder, or an earlier degrade run (replaced only with
     `overwrite`, which removes that run's own files first); it may not contain the input nor lie
@@ -72,13 +73,13 @@ def degrade(cfg: dict[str, Any], overwrite: bool = False) -> Path:
         raise RunFolderError(f"{out} holds an earlier degrade run; pass --overwrite to make it again")
     run = RunFolder.claim(out, "degrade", [source], overwrite=overwrite)
     seed = int(cfg.get("seed", 0))
-    skipped = []
+    skipped: dict[str, str] = {}
     with torch.no_grad():
         for index, path in enumerate(files):
             try:
                 x = load_image(path)[None]
             except (ValueError, OSError) as err:
-                skipped.append(f"{path.name}: {str(err).splitlines()[0]}")
+                skipped[path.name] = str(err).splitlines()[0]
                 continue
             y = noise(op(x), generator=torch.Generator().manual_seed(seed + index))
             save_image(op.visualize(y)[0] * 2 - 1, run.path(f"input/{path.stem}.png"))
@@ -88,13 +89,7 @@ def degrade(cfg: dict[str, Any], overwrite: bool = False) -> Path:
     op.save(run.path("operator.pt"))
     atomic_write_text(run.path("config.yaml"), yaml.safe_dump(cfg, sort_keys=False))
     print(f"{len(files) - len(skipped)} image(s) -> {out}")
-    if skipped:
-        raise SkippedImages(skipped)
-    return out
-
-
-class SkippedImages(Exception):
-    """Some input images could not be read; the others were degraded."""
+    return skipped
 
 
 def grid_image() -> Path:
@@ -148,25 +143,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.grid is not None:
         operator_grid(args.grid, sorted(args.grid_configs.glob("*.yaml")), args.grid_image)
         return 0
-    try:
-        with interruptible():
-            cfg = read_yaml_mapping(str(args.config))
-            if args.output is not None:
-                cfg["output"] = str(args.output)
-            degrade(cfg, overwrite=args.overwrite)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except SkippedImages as err:
-        print(f"{len(err.args[0])} image(s) skipped:", *(f"  {line}" for line in err.args[0]), sep="\n", file=sys.stderr)
-        return 1
-    except OSError as err:
-        print(f"error: cannot write {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
-        return 1
-    except Interrupted as err:
-        print("interrupted; run the same command with --overwrite to make the folder again", file=sys.stderr)
-        return err.exit_status
-    return 0
+
+    def action() -> int:
+        cfg = read_yaml_mapping(str(args.config))
+        if args.output is not None:
+            cfg["output"] = str(args.output)
+        skipped = degrade(cfg, overwrite=args.overwrite)
+        if skipped:
+            print_failures("image(s) skipped", skipped)
+        return 1 if skipped else 0
+    return exit_status(action, resume="run the same command with --overwrite to make the folder again")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from evaluation.evaluator import METRICS, json_safe, result_paths  # noqa: E402
 from evaluation.files import refuse_existing  # noqa: E402
 from evaluation.perceptual import BACKBONES  # noqa: E402
 from runs import RunFolder  # noqa: E402
+from runs.cli import print_failures  # noqa: E402
 from configs import pick_device  # noqa: E402
 
 
@@ -74,9 +75,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(json.dumps(json_safe(result.summary), indent=2))
     print(f"wrote {', '.join(str(p) for p in written)}")
     if result.skipped:
-        print(f"{len(result.skipped)} image pair(s) skipped:", file=sys.stderr)
-        for stem, reason in result.skipped.items():
-            print(f"  {stem}: {reason}", file=sys.stderr)
+        print_failures("image pair(s) skipped", result.skipped)
         return 1
     return 0
 

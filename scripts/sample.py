@@ -22,10 +22,10 @@ from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs import ConfigError, add_config_arguments, load_config  # noqa: E402
-from guided_diffusion import CheckpointError  # noqa: E402
-from runs import Interrupted, Progress, interruptible  # noqa: E402
-from runs.restore import RunWriteError, print_report, run  # noqa: E402
+from configs import add_config_arguments, load_config  # noqa: E402
+from runs import Progress  # noqa: E402
+from runs.cli import exit_status  # noqa: E402
+from runs.restore import print_report, run  # noqa: E402
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -35,21 +35,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="remove the earlier run's own files from the output folder, then run")
     args = parser.parse_args(argv)
     progress = Progress()
-    try:
-        with interruptible():
-            cfg = load_config(args.config, args.overrides)
-            report = run(cfg, overwrite=args.overwrite, progress=progress)
-    except (ConfigError, CheckpointError) as err:
-        where = "" if not args.config or str(err).startswith(args.config) else f"{args.config}: "
-        print(f"error: {where}{err}", file=sys.stderr)
-        return 2
-    except RunWriteError as err:
-        print(f"error: {err}; the images written before stay, run the same command to continue", file=sys.stderr)
-        return 1
-    except Interrupted as err:
-        print(f"interrupted at {progress.where()}; run the same command to resume", file=sys.stderr)
-        return err.exit_status
-    return print_report(report, Path(cfg["output"]).absolute())
+
+    def action() -> int:
+        return print_report(run(load_config(args.config, args.overrides), args.overwrite, progress))
+    return exit_status(action, progress, prefix=f"{args.config}: " if args.config else "")
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ import yaml  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from configs import ConfigError  # noqa: E402
-from guided_diffusion import CheckpointError  # noqa: E402
 from runs import RunFolder  # noqa: E402
+from runs.cli import exit_status  # noqa: E402
 from configs import add_config_arguments, pick_device, resolve_path  # noqa: E402
 from training import (ImageCrops, Trainer, atomic_write, check_resumable, export_model,  # noqa: E402
                       load_train_config, load_train_state, model_flags, save_torch)
@@ -148,17 +148,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run saved in the output folder")
     parser.add_argument("--overwrite", action="store_true", help="start again in a non-empty output folder")
     args = parser.parse_args(argv)
-    try:
+
+    def action() -> int:
         cfg = load_train_config(args.config, args.overrides)
-        model_path = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    except (ConfigError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except FloatingPointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"trained to step {cfg['steps']}; EMA model: {model_path}")
-    return 0
+        try:
+            model_path = train(cfg, resume=args.resume, overwrite=args.overwrite)
+        except FloatingPointError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(f"trained to step {cfg['steps']}; EMA model: {model_path}")
+        return 0
+    # train_state.pt is saved every save_every steps: --resume continues from the last one.
+    return exit_status(action, resume="continue from the last saved step with --resume")
 
 
 if __name__ == "__main__":

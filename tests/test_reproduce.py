@@ -301,7 +301,7 @@ def test_sweeps_score_each_point_on_the_validation_crops(tmp_path: Path) -> None
     from evaluation import Networks, evaluate, pair_images
     config = "configs/demo/gaussian_deblur/baseline.yaml"
     (point,) = classical_sweep(config, {"gradient_std": [GRADIENT_STD]}, "data/demo_val")
-    out = baseline_run(load_config(config, ["data.input=data/demo_val", "device=cpu"]), output=str(tmp_path / "wiener"))
+    out = baseline_run(load_config(config, ["data.input=data/demo_val", "device=cpu"]), output=str(tmp_path / "wiener")).folder
     summary = evaluate(pair_images(out / "recon", out / "label"), ["psnr", "ssim"], Networks()).summary
     # Equal up to a few pixels one 8-bit step apart (the FFT's rounding depends on memory alignment).
     assert point.psnr == pytest.approx(summary["psnr"], abs=1e-4) and point.ssim == pytest.approx(summary["ssim"], abs=1e-5)

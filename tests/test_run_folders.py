@@ -448,7 +448,7 @@ def test_a_full_disk_ends_in_one_line_and_keeps_the_images_written(tmp_path: Pat
         code = sample_script.main(["--config", cfg])
     lines = messages(capsys.readouterr().err)
     assert code == 1 and lines == [f"error: cannot write {tmp_path / 'out' / 'label' / 'i1.png'}: No space left on "
-                                   f"device; the images written before stay, run the same command to continue"]
+                                   f"device; the files written before stay, run the same command to resume"]
     assert sorted(p.name for p in (tmp_path / "out" / "recon").iterdir()) == ["i0.png"]
     # Space freed: the same command finishes the run, and it equals an uninterrupted one.
     assert sample_script.main(["--config", cfg]) == 0
