@@ -175,13 +175,19 @@ class BatchRunner:
     def forget(self, ks: List[int]) -> None:
         self.states.clear(ks)
 
-
-def _batches(pending: List[int], saved: List[List[int]], batch_size: int) -> List[List[int]]:
-    """Saved mid-trajectory batches first (whatever the batch size now), then the rest in order."""
-    first = [b for b in saved if set(b) <= set(pending)]
-    taken = {k for b in first for k in b}
-    rest = [k for k in pending if k not in taken]
-    return first + [rest[i:i + batch_size] for i in range(0, len(rest), batch_size)]
+    def plan(self, mine: List[int], pending: List[int], batch_size: int) -> List[List[int]]:
+        """Batches of the pending images: saved mid-trajectory batches first (whatever the batch
+        size now), then the rest in order. The saved state of a batch of this shard that is partly
+        written (a kill between two images' files) is dropped: its other images are redone."""
+        first = []
+        for saved in self.states.saved_batches():
+            if set(saved) <= set(pending):
+                first.append(saved)
+            elif set(saved) <= set(mine):
+                self.states.clear(saved)
+        taken = {k for b in first for k in b}
+        rest = [k for k in pending if k not in taken]
+        return first + [rest[i:i + batch_size] for i in range(0, len(rest), batch_size)]
 
 
 def restore(cfg: Dict[str, Any], files: List[Path], runner: BatchRunner, model, op, noise, run: RunFolder, rank: Rank,
@@ -243,7 +249,7 @@ def restore(cfg: Dict[str, Any], files: List[Path], runner: BatchRunner, model, 
         runner.forget(ks)
 
     runner.progress.total = len(mine)
-    for ks in tqdm(_batches(pending, runner.states.saved_batches(), cfg["batch_size"]), desc="images", unit="batch"):
+    for ks in tqdm(runner.plan(mine, pending, cfg["batch_size"]), desc="images", unit="batch"):
         loaded = [(k, img) for k, img in ((k, load(k)) for k in ks) if img is not None]
         for shape in dict.fromkeys(img.shape for _, img in loaded):  # one size per batch (data.resize keep)
             group = [(k, img) for k, img in loaded if img.shape == shape]
@@ -263,7 +269,7 @@ def sample_prior(cfg: Dict[str, Any], runner: BatchRunner, model, run: RunFolder
     pending = [k for k in mine if not is_done(run.root / "samples" / f"{k:05d}.png")]
     report.already_done = len(mine) - len(pending)
     runner.progress.total = len(mine)
-    for ks in tqdm(_batches(pending, runner.states.saved_batches(), cfg["batch_size"]), desc="samples", unit="batch"):
+    for ks in tqdm(runner.plan(mine, pending, cfg["batch_size"]), desc="samples", unit="batch"):
         runner.progress.image = mine.index(ks[0]) + 1
         try:
             with torch.no_grad():

@@ -560,3 +560,23 @@ def test_remove_outputs_deletes_only_recorded_files_inside_the_folder(tmp_path: 
     assert {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("run/.dfrestore/")} == \
         {k: v for k, v in keep.items() if not k.startswith("run/.dfrestore/")}
     assert RunFolder.marker_kind(root) == "sample" and again.outputs() == []
+
+
+def test_the_state_of_a_partly_written_batch_is_dropped(tmp_path: Path) -> None:
+    """A kill between two images' files leaves the batch's state behind; the rerun redoes the other
+    images from the start and removes that state instead of keeping it forever."""
+    from runs.folder import RunFolder
+    from runs.resume import TrajectoryStates
+    from runs.restore import BatchRunner
+    from runs.interrupt import Progress
+
+    run = RunFolder.claim(tmp_path / "out", "sample")
+    states = TrajectoryStates(run, every_steps=1, every_minutes=0)
+    for batch in ([0, 1, 2], [3, 4], [7, 8]):
+        (run.state_dir).mkdir(parents=True, exist_ok=True)
+        (run.state_dir / f"images-{'-'.join(map(str, batch))}.pt").write_bytes(b"state")
+    runner = BatchRunner({}, None, None, None, states, Progress())
+    # Image 0 was written before the kill; 7 and 8 belong to another rank's shard.
+    plan = runner.plan(mine=[0, 1, 2, 3, 4, 5], pending=[1, 2, 3, 4, 5], batch_size=2)
+    assert plan == [[3, 4], [1, 2], [5]]
+    assert states.saved_batches() == [[3, 4], [7, 8]]
