@@ -20,32 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from configs import ConfigError  # noqa: E402
-from evaluation import EvaluationError, Networks, evaluate, format_summary, pair_images, parse_metrics  # noqa: E402
+from evaluation import EvaluationError, evaluate, format_summary, pair_images, parse_metrics  # noqa: E402
 from evaluation import write_result  # noqa: E402
 from evaluation.evaluator import METRICS, json_safe, result_paths  # noqa: E402
 from evaluation.files import refuse_existing  # noqa: E402
-from evaluation.perceptual import BACKBONES  # noqa: E402
+from evaluation.options import add_metric_options, build_networks  # noqa: E402
 from runs import RunFolder  # noqa: E402
 from runs.cli import print_failures  # noqa: E402
-from configs import pick_device  # noqa: E402
-
-
-def add_metric_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared with reproduce.py: which metrics, which weights, which device."""
-    parser.add_argument("--metrics", help=f"comma-separated subset of {','.join(METRICS)}")
-    parser.add_argument("--lpips-net", default="vgg", choices=sorted(BACKBONES),
-                        help="LPIPS backbone (the papers use vgg)")
-    parser.add_argument("--lpips-weights", help="torchvision backbone weights file (else $LPIPS_BACKBONE, "
-                                                "else $TORCH_HOME/hub/checkpoints/)")
-    parser.add_argument("--inception-weights", help="torch-fidelity Inception weights file (else "
-                                                    "$FID_INCEPTION_WEIGHTS, else $TORCH_HOME/hub/checkpoints/)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda[:N]")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per network call")
-
-
-def build_networks(args: argparse.Namespace, metrics: List[str]) -> Networks:
-    return Networks.for_metrics(metrics, pick_device(args.device), args.lpips_net, args.lpips_weights,
-                                args.inception_weights)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

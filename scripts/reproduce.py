@@ -44,7 +44,7 @@ from guided_diffusion.files import atomic_write_text  # noqa: E402
 from guided_diffusion.image_io import save_image  # noqa: E402
 from runs.baseline import run as baseline_run  # noqa: E402
 from runs.restore import run as sample_run  # noqa: E402
-from scripts.evaluate import add_metric_options, build_networks  # noqa: E402
+from evaluation.options import add_metric_options, build_networks  # noqa: E402
 
 FIGURE_IMAGES = 2  # image blocks in the table's comparison figure
 TIMING = "wall_time.json"  # in <run>/metrics/
