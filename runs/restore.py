@@ -238,6 +238,9 @@ def restore(cfg: Dict[str, Any], files: List[Path], runner: BatchRunner, model, 
             for j, k in enumerate(ks):
                 restore_batch([k], x[j:j + 1])
             return
+        except (TypeError, ValueError, RuntimeError) as err:  # e.g. out of memory: the batch fails, the run goes on
+            report.failed.update({files[k].name: f"{type(err).__name__}: {str(err).splitlines()[0]}" for k in ks})
+            return
         for j, k in enumerate(ks):
             stem = files[k].stem
             write_image(op.visualize(y[j:j + 1])[0] * 2 - 1, run.path(f"input/{stem}.png"))
@@ -303,6 +306,10 @@ def run(cfg: Dict[str, Any], overwrite: bool = False, progress: Optional[Progres
     except (TypeError, ValueError) as err:
         raise ConfigError(f"sampler: {err}") from None
     op, noise = build_task(cfg)
+    try:
+        sampler.check_task(op)
+    except ValueError as err:
+        raise ConfigError(f"sampler: {err}") from None
     try:
         rank = current_rank()
     except ValueError as err:

@@ -87,6 +87,10 @@ class Sampler(abc.ABC):
              sigma: float, generator: Generators) -> Tuple[torch.Tensor, torch.Tensor]:
         """One reverse step from grid index t; returns (x_{t-1}, x0_hat)."""
 
+    def check_task(self, op: Any) -> None:
+        """Raise ValueError if this sampler cannot restore measurements of `op` (called by the run
+        before any work; samplers with needs beyond `op.forward` override it)."""
+
     def initial_state(self, shape: Sequence[int], op: Any, y: Optional[torch.Tensor], sigma: float,
                       generator: Generators, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """x_T ~ N(0, I); methods with a measurement-aware start override this."""

@@ -124,6 +124,11 @@ class DiffPIR(Sampler):
         sigma_n = max(SIGMA_FLOOR, sigma / 2)
         return self.lambda_ * sigma_n ** 2 / ((1 - ac) / ac)
 
+    def check_task(self, op: Any) -> None:
+        if op is not None and not getattr(op, "is_linear", False):
+            raise ValueError(f"diffpir's data step is the closed-form prox of a linear operator; "
+                             f"{getattr(op, 'name', type(op).__name__)!r} is nonlinear (use dps or dpps)")
+
     def data_step(self, op: Any, x0: torch.Tensor, y: torch.Tensor, rho: float) -> torch.Tensor:
         """argmin_x ||y - A x||^2 + rho ||x - x0||^2 on [-1, 1] images, solved in float64 and
         returned in x0's dtype.

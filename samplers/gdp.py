@@ -124,6 +124,11 @@ class GDP(Sampler):
                 p -= self.param_lr * (ratio if _per_pixel(p, v) else 1.0) * g
         return shift
 
+    def check_task(self, op: Any) -> None:
+        if self.patch_size is not None and self.patch_rule == "official" and op is not None and not _takes_offset(op):
+            raise ValueError(f"patch_rule 'official' guides each patch with the operator applied to that window, "
+                             f"and {type(op).__name__} cannot be (set sampler.patch_rule: merged)")
+
     def patchwise_step(self, model: PatchedModel, x_t: torch.Tensor, t: torch.Tensor, op: Any,
                        y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The code's patch rule (gaussian_diffusion_x0_enhancement_direct.py, p_sample): per patch,

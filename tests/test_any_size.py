@@ -83,3 +83,19 @@ def test_exposure_models_refuse_images_of_another_size(tmp_path: Path, tiny_chec
     assert sample_main(["--config", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the image is 32x32 but this exposure model's map is" in err[0]
+
+
+@pytest.mark.parametrize("sampler,operator,message", [
+    ({"name": "gdp", "steps": 2, "patch_size": 32, "patch_stride": 16},
+     {"name": "super_resolution", "scale_factor": 2}, "set sampler.patch_rule: merged"),
+    ({"name": "diffpir", "steps": 2}, {"name": "phase_retrieval"}, "is nonlinear (use dps or dpps)"),
+])
+def test_a_sampler_that_cannot_take_the_operator_is_refused_before_work(tmp_path: Path, tiny_checkpoint: Path,
+                                                                      sampler: dict, operator: dict, message: str,
+                                                                      capsys) -> None:
+    images = _photos(tmp_path / "images", {"a": (32, 32)})
+    cfg = _config(tmp_path, tiny_checkpoint, images, sampler=sampler, task={"operator": operator})
+    assert sample_main(["--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].startswith("error: ")
+    assert not (tmp_path / "out").exists()
