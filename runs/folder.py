@@ -149,8 +149,32 @@ class RunFolder:
         return sorted(p for p in (self.root / r for r in self._recorded) if p.is_file())
 
     def remove_outputs(self) -> int:
-        """Delete every file the earlier run recorded, the folders that leaves empty, and the saved
-        sampling states; the marker stays. Returns the number of files removed."""
+        """Delete every file the earlier run recorded, the runs of this tool nested in the folder
+        (the scores `evaluate.py` wrote to `<run>/metrics` describe the earlier images), the folders
+        that leaves empty, and the saved sampling states; the marker stays. Returns the number of
+        files removed."""
+        removed = sum(self._remove_nested_run(marker.parent.parent)
+                      for marker in sorted(self.root.glob(f"*/**/{HIDDEN}/run.json")))
+        removed += self._remove_recorded()
+        for state in self.state_dir.glob("*.pt") if self.state_dir.is_dir() else ():
+            state.unlink()
+        self._manifest.unlink(missing_ok=True)
+        self._recorded.clear()
+        return removed
+
+    def _remove_nested_run(self, folder: Path) -> int:
+        kind = self.marker_kind(folder)
+        if kind is None or not _inside(folder.resolve(), self.root.resolve()):
+            return 0
+        nested = RunFolder(folder, kind)
+        removed = nested.remove_outputs()
+        (nested.hidden / "run.json").unlink()
+        for empty in (nested.state_dir, nested.hidden, folder):
+            if empty.is_dir() and not any(empty.iterdir()):
+                empty.rmdir()
+        return removed
+
+    def _remove_recorded(self) -> int:
         removed, parents, real_root = 0, set(), self.root.resolve()
         for rel in sorted(self._recorded):
             p = self.root / rel
@@ -163,10 +187,6 @@ class RunFolder:
         for folder in sorted(parents, key=lambda q: len(q.parts), reverse=True):
             if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
                 folder.rmdir()
-        for state in self.state_dir.glob("*.pt") if self.state_dir.is_dir() else ():
-            state.unlink()
-        self._manifest.unlink(missing_ok=True)
-        self._recorded.clear()
         return removed
 
     def remove_temporary(self) -> None:

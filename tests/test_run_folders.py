@@ -168,6 +168,10 @@ def test_overwrite_leaves_only_the_new_run_and_the_users_files(tmp_path: Path, t
     old = make_images(tmp_path / "old", n=3, seed=1)
     assert sample_script.main(["--config", write(tmp_path / "old.yaml",
                                                  restore_config(tiny_checkpoint, old, out))]) == 0
+    # The scores of the old images, in evaluate.py's default folder inside the run: a run of its own.
+    assert evaluate_script.main(["--recon", str(out / "recon"), "--label", str(out / "label"),
+                                 "--metrics", "psnr"]) == 0
+    assert (out / "metrics" / "summary.json").is_file()
     (out / "notes.txt").write_text("my notes on this run")
     (out / "recon" / "mine.txt").write_text("kept beside the images")
     user = {k: v for k, v in snapshot(out).items() if k in ("notes.txt", "recon/mine.txt")}
@@ -181,8 +185,10 @@ def test_overwrite_leaves_only_the_new_run_and_the_users_files(tmp_path: Path, t
     assert refused == 2 and "made with sampler.name = 'dps', not 'ddim'" in messages(capsys.readouterr().err)[0]
     assert sample_script.main(["--config", path, "--overwrite"]) == 0
     files = {k for k, v in snapshot(out).items() if v is not None and not k.startswith(".dfrestore/")}
+    # No metrics/ left: the old images' scores went with them.
     assert files == {"config.yaml", "comparison.png", "notes.txt", "recon/mine.txt",
                      *(f"{sub}/{s}.png" for sub in ("input", "label", "recon", "baseline") for s in "ab")}
+    assert not (out / "metrics").exists()
     assert {k: v for k, v in snapshot(out).items() if k in user} == user
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["seed"] == 5 and saved["sampler"]["name"] == "ddim" and saved["data"]["input"] == str(new_images)
