@@ -118,25 +118,18 @@ def add_timing(folder: Path, seconds: float, images: int) -> None:
                           json.dumps({"seconds": old.seconds + seconds, "images": old.images + images}) + "\n")
 
 
-def _restored(folder: Path) -> int:
-    return len(list((folder / "recon").glob("*.png")))
-
-
 def run_cell(cell: Cell, overwrite: bool, rank: int) -> None:
     """Run (or resume) one cell and add its wall time to the record (rank 0)."""
     if overwrite and rank == 0:
         (cell.folder / "metrics" / TIMING).unlink(missing_ok=True)
     start = time.perf_counter()
     if cell.kind == "baseline":
-        before = 0 if overwrite else _restored(cell.folder)
-        baseline_run(cell.cfg, output=str(cell.folder), overwrite=overwrite)
-        written = _restored(cell.folder) - before
+        report = baseline_run(cell.cfg, output=str(cell.folder), overwrite=overwrite)
     else:
         report = sample_run(cell.cfg, overwrite=overwrite)
-        print(f"wrote {len(report.written)} image(s)" + (f"; failed: {report.failed}" if report.failed else ""))
-        written = len(report.written)
+    print(f"wrote {len(report.written)} image(s)" + (f"; failed: {report.failed}" if report.failed else ""))
     if rank == 0:
-        add_timing(cell.folder, time.perf_counter() - start, written)
+        add_timing(cell.folder, time.perf_counter() - start, len(report.written))
 
 
 def run_cells(table: Table, cells: List[Cell], overwrite: bool, rank: int) -> None:
