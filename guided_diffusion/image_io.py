@@ -106,7 +106,9 @@ def load_image(path: PathLike, size: Union[int, None] = None, policy: str = "cen
             arr = _resize(arr, nw, nh)
             left, top = (nw - size) // 2, (nh - size) // 2
             arr = arr[top:top + size, left:left + size]
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1) / 127.5 - 1
+    # Contiguous (C, H, W): a permuted view would give FFT-based operators another rounding than
+    # the same image stacked into a batch, and a baseline another y than the sampler saw.
+    return (torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1) / 127.5 - 1).contiguous()
 
 
 def _resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:

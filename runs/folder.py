@@ -1,7 +1,7 @@
 """Run folders: a script writes only into a folder that is empty or that it marked as its own run.
 
 A claimed folder holds a hidden `.dfrestore/` with `run.json` (the marker: which tool and which kind
-of run: sample, baseline, degrade, evaluate, train), `files.txt` (every file the run wrote, relative
+of run: sample, baseline, degrade, evaluate, train, tables), `files.txt` (every file the run wrote, relative
 to the folder, recorded *before* the file is created, so a kill cannot leave an unrecorded file) and
 `state/` (mid-trajectory sampling states). The rules:
 
@@ -26,7 +26,7 @@ from guided_diffusion.files import atomic_write_text, is_temporary
 PathLike = Union[str, os.PathLike]
 TOOL = "diffusion-restoration-bench"
 HIDDEN = ".dfrestore"
-KINDS = ("sample", "baseline", "degrade", "evaluate", "train")
+KINDS = ("sample", "baseline", "degrade", "evaluate", "train", "tables")
 
 
 class RunFolderError(ConfigError):
@@ -48,6 +48,14 @@ def refuse_overlap(out: Path, inputs: Iterable[PathLike]) -> None:
         if src.is_dir() and _inside(out, src):
             raise RunFolderError(f"the output folder {out} lies inside the input folder {src}; choose an "
                                  f"output folder outside the inputs")
+
+
+def _being_marked(entry: Path) -> bool:
+    """A temporary file of this tool, or the hidden folder of a claim in progress (another process
+    of the same run between creating it and renaming the marker into it): not a user's file."""
+    if is_temporary(entry):
+        return True
+    return entry.name == HIDDEN and entry.is_dir() and all(is_temporary(p) for p in entry.iterdir())
 
 
 class RunFolder:
@@ -94,7 +102,7 @@ class RunFolder:
             raise RunFolderError(f"the output {root} is a file, not a folder")
         refuse_overlap(root, inputs)
         marked = cls.marker_kind(root)
-        if marked is None and root.is_dir() and any(not is_temporary(p) for p in root.iterdir()):
+        if marked is None and root.is_dir() and any(not _being_marked(p) for p in root.iterdir()):
             raise RunFolderError(f"the output folder {root} is not empty and holds no run of this tool; "
                                  f"choose a new or empty folder (nothing in it was touched)")
         if marked is not None and marked != kind:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from configs import ConfigError, pick_device, resolve_path
 from evaluation.baselines import classical_method, classical_restore
-from evaluation.shards import Rank, current_rank, shard
+from evaluation.shards import Rank, barrier, current_rank, shard
 from guided_diffusion import load_model
 from guided_diffusion.files import atomic_write_text
 from guided_diffusion.image_io import load_image, make_grid, save_image
@@ -92,8 +92,13 @@ def _saved_config_or_none(run: RunFolder, images: List[Path]) -> Optional[Dict[s
 def claim_output(cfg: Dict[str, Any], overwrite: bool, rank: Rank, inputs: Sequence[Path], output: Optional[str] = None,
                  kind: str = "sample") -> RunFolder:
     """Claim `output` (default cfg["output"]) for this config: continue the run there if only keys
-    that change no output differ; a folder with no image yet is taken over whatever its config said."""
-    run = RunFolder.claim(output or cfg["output"], kind, inputs, overwrite, clean_temporary=rank.world_size == 1)
+    that change no output differ; a folder with no image yet is taken over whatever its config said.
+    Under torchrun rank 0 claims (and cleans, with --overwrite) first; the others join it after."""
+    root = output or cfg["output"]
+    if rank.rank != 0:
+        barrier(rank)
+        return RunFolder.claim(root, kind, inputs, clean_temporary=False)
+    run = RunFolder.claim(root, kind, inputs, overwrite, clean_temporary=rank.world_size == 1)
     images = [p for p in run.outputs() if p.suffix == ".png"]
     saved = None if overwrite else _saved_config_or_none(run, images)
     if saved is not None:
@@ -104,8 +109,8 @@ def claim_output(cfg: Dict[str, Any], overwrite: bool, rank: Rank, inputs: Seque
                                  f"use the same value to continue it, --overwrite to replace it, or another output")
         if diff:
             run.remove_outputs()
-    if rank.rank == 0:
-        atomic_write_text(run.path(CONFIG), yaml.safe_dump(cfg, sort_keys=False))
+    atomic_write_text(run.path(CONFIG), yaml.safe_dump(cfg, sort_keys=False))
+    barrier(rank)
     return run
 
 

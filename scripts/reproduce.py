@@ -42,6 +42,7 @@ from evaluation.tables import PUBLISHED, Table, Timing  # noqa: E402
 from guided_diffusion import CheckpointError  # noqa: E402
 from guided_diffusion.files import atomic_write_text  # noqa: E402
 from guided_diffusion.image_io import save_image  # noqa: E402
+from runs import RunFolder  # noqa: E402
 from runs.baseline import run as baseline_run  # noqa: E402
 from runs.restore import run as sample_run  # noqa: E402
 from evaluation.options import add_metric_options, build_networks  # noqa: E402
@@ -102,6 +103,12 @@ def select_tasks(table: Table, tasks: Optional[str]) -> Table:
     return dataclasses.replace(table, rows=[r for r in table.rows if r.task in wanted])
 
 
+def metrics_run(folder: Path) -> RunFolder:
+    """<run>/metrics claimed as an evaluate run (scores and wall times of the run's images), so an
+    --overwrite of the run removes them with its images."""
+    return RunFolder.claim(folder / "metrics", "evaluate", [folder / "recon", folder / "label"])
+
+
 def read_timing(folder: Path) -> Optional[Timing]:
     path = folder / "metrics" / TIMING
     if not path.is_file():
@@ -114,15 +121,13 @@ def add_timing(folder: Path, seconds: float, images: int) -> None:
     """Add a call's wall time and sampled images to the run's record (nothing when it sampled none)."""
     if images:
         old = read_timing(folder) or Timing(0.0, 0)
-        atomic_write_text(folder / "metrics" / TIMING,
+        atomic_write_text(metrics_run(folder).path(TIMING),
                           json.dumps({"seconds": old.seconds + seconds, "images": old.images + images}) + "\n")
 
 
 def run_cell(cell: Cell, overwrite: bool, rank: int) -> None:
     """Run (or resume) one cell and add its wall time to the record (rank 0)."""
-    if overwrite and rank == 0:
-        (cell.folder / "metrics" / TIMING).unlink(missing_ok=True)
-    start = time.perf_counter()
+    start = time.perf_counter()  # --overwrite: the run's earlier metrics/ go with its images
     if cell.kind == "baseline":
         report = baseline_run(cell.cfg, output=str(cell.folder), overwrite=overwrite)
     else:
@@ -152,6 +157,7 @@ def measure(table: Table, cells: List[Cell], metrics: List[str], networks: Netwo
         result = evaluate(pairs, metrics, networks, table.rows[cell.row].crop_border, batch_size)
         if any(p.exists() for p in result_paths(cell.folder / "metrics")):
             print(f"replacing the metrics in {cell.folder / 'metrics'}")
+        metrics_run(cell.folder).record(p.name for p in result_paths(cell.folder / "metrics"))
         write_result(result, cell.folder / "metrics", overwrite=True)
         timing = read_timing(cell.folder)
         if cell.variant:
@@ -181,7 +187,8 @@ def metric_networks(args: argparse.Namespace, table: Table, metrics: List[str]) 
 
 def write_outputs(stem: Path, comparison: Comparison, figure_args: Tuple[Optional[int], Optional[Path]]) -> List[Path]:
     """<stem>.md, .csv and .png (the comparison figure), replacing earlier ones with a note."""
-    paths = [stem.with_suffix(s) for s in (".md", ".csv", ".png")]
+    tables = RunFolder.claim(stem.parent, "tables")  # a folder of the user's files is refused
+    paths = [tables.path(stem.with_suffix(s).name) for s in (".md", ".csv", ".png")]
     for path in paths:
         if path.exists():
             print(f"replacing {path}")

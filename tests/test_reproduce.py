@@ -170,6 +170,9 @@ def test_sharded_sample_run_writes_each_image_once_and_equals_one_process(setup:
             "data.resize=center_crop", "sampler.steps=2", "batch_size=2", "device=cpu", f"output={tmp_path / out}"])
 
     monkeypatch.setenv("WORLD_SIZE", "2")
+    # The ranks run one after the other in this process, so the claim's barrier (a real process
+    # group: the torchrun test above) has nobody to wait for.
+    monkeypatch.setattr("runs.restore.barrier", lambda rank: None)
     written = {}
     for rank in (1, 0):
         monkeypatch.setenv("RANK", str(rank))
@@ -226,12 +229,11 @@ def test_demo_table_runs_baselines_variants_and_times_each_run(tmp_path: Path, c
         assert timing["images"] == 1 and timing["seconds"] > 0
         timings[name] = timing
     assert yaml.safe_load((folders["sr2/dps-n1-bf16"] / "config.yaml").read_text())["model"]["precision"] == "bf16"
-    # The classical baselines restore the samplers' measurements (noise included): equal PNGs, up to
-    # one 8-bit step where the FFT blur rounds differently (it depends on the tensor's memory alignment).
-    for task, sampler, steps in (("sr2", "dps", 0), ("gaussian_deblur", "diffpir", 1)):
-        base, run = (np.array(Image.open(runs / task / name / "input" / "chelsea_0.png"), dtype=int)
-                     for name in ("baseline-n1", f"{sampler}-n1"))
-        assert np.abs(base - run).max() <= steps and (base != run).mean() < 0.001
+    # The classical baselines restore the samplers' measurements (noise included): equal PNGs (load_image
+    # returns contiguous tensors, so the FFT blur rounds alike in both).
+    for task, sampler in (("sr2", "dps"), ("gaussian_deblur", "diffpir")):
+        base, run = ((runs / task / name / "input" / "chelsea_0.png").read_bytes() for name in ("baseline-n1", f"{sampler}-n1"))
+        assert base == run, task
 
     rows = list(csv.DictReader((tmp_path / "tables" / "demo-n1.csv").open()))
     measured = {(r["method"], r["variant"], r["metric"]): r for r in rows}
