@@ -113,9 +113,10 @@ class TrajectoryStates:
             if i == 0:  # the trajectory is complete; the batch is written next
                 self._pending = None
                 return
-            state = {"images": list(images), "next_index": i - 1, "x_t": x_t.detach().cpu().clone(),
+            # Copies stay on the device here (no per-step sync with a GPU); flush() moves them to the CPU.
+            state = {"images": list(images), "next_index": i - 1, "x_t": x_t.detach().clone(),
                      "generators": [g.get_state() for g in generators],
-                     "operator": {k: v.detach().cpu().clone() for k, v in op.state_dict().items()} if op else {}}
+                     "operator": {k: v.detach().clone() for k, v in op.state_dict().items()} if op else {}}
             self._pending = (path, state)
             due_steps = self.every_steps > 0 and (i % self.every_steps == 0)
             due_time = self.every_minutes > 0 and time.monotonic() - self._saved_at >= 60 * self.every_minutes
@@ -128,6 +129,7 @@ class TrajectoryStates:
         if self._pending is None:
             return
         path, state = self._pending
+        state = {**state, "x_t": state["x_t"].cpu(), "operator": {k: v.cpu() for k, v in state["operator"].items()}}
         atomic_write(path, lambda f: torch.save(state, f))
         self._pending, self._saved_at = None, time.monotonic()
 
