@@ -8,8 +8,9 @@ to the folder, recorded *before* the file is created, so a kill cannot leave an 
 - a folder that is neither empty nor marked is refused, and nothing in it is touched;
 - a folder marked by another kind of run is refused (a degrade folder is not a sample folder);
 - an output inside an input folder, or an input inside the output, is refused;
-- `--overwrite` removes the earlier run's recorded files (and the folders that leaves empty) and
-  nothing else, so a folder never mixes two runs;
+- `--overwrite` removes the earlier run's recorded files, the runs of this tool nested in the
+  folder (evaluate.py's `<run>/metrics`) and the folders that leaves empty, and nothing else, so a
+  folder never mixes two runs;
 - temporary files left by a killed run (`guided_diffusion.files.is_temporary` names) are removed
   only inside a marked folder.
 """

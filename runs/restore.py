@@ -2,8 +2,10 @@
 its command line.
 
 Restoration (config `task.operator`): each image of `data.input` is brought to the model's size
-(`data.resize`), degraded as y = noise(A x), and restored; the run writes `label/` (ground truth),
-`input/` (the measurement, `op.visualize`), `recon/` (the restoration), all as
+(`data.resize`; `keep` leaves it at its own size for patch-based samplers), degraded as
+y = noise(A x), and restored; the run writes `label/` (ground truth), `input/` (the measurement,
+`op.visualize`), `recon/` (the restoration), `baseline/` (the classical restoration of y, where
+`evaluation.baselines` has one), all as
 round(255 clamp((x + 1) / 2)) PNGs, plus `progress/` every `progress_every` steps if asked, and
 (with `grid`) `comparison.png` (`runs.comparison`). Without an operator it samples the prior into
 `samples/`. Randomness is per image: image k uses generators seeded from (seed, k) for x_T /
