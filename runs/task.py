@@ -33,21 +33,26 @@ def measure(op, noise, x: torch.Tensor, noise_generators: List[torch.Generator])
 
 
 def input_files(cfg: Dict[str, Any]) -> List[Path]:
-    """The images of `data.input` (a file or a folder, searched recursively), sorted, cut to
-    `data.limit`; one-line ConfigError for a missing folder (naming the script that builds the
-    papers' test sets under data/) and for two images sharing a stem (outputs are named by stem)."""
-    source = resolve_path(cfg["data"]["input"])
+    """The images of a run config's `data.input`, cut to `data.limit` (see `image_files`)."""
+    files = image_files(cfg["data"]["input"], "data.input")
+    return files[: cfg["data"]["limit"]] if cfg["data"]["limit"] else files
+
+
+def image_files(source: str, key: str) -> List[Path]:
+    """The images of `source` (a file or a folder, searched recursively), sorted; one-line
+    ConfigError naming `key` for a missing folder (naming the script that builds the papers' test
+    sets under data/) and for two images sharing a stem (outputs are named by stem)."""
+    path = resolve_path(source)
     try:
-        files = list(images_by_stem(source).values())
+        return list(images_by_stem(path).values())
     except FileNotFoundError as err:
         hint = ""
-        if (REPO / "data") in source.absolute().parents:
+        if (REPO / "data") in path.absolute().parents:
             hint = ("; the papers' test sets are built from a local FFHQ / ImageNet copy by "
                     "python data/build_testset.py (see its --help)")
-        raise ConfigError(f"data.input: {err}{hint}") from None
+        raise ConfigError(f"{key}: {err}{hint}") from None
     except ValueError as err:
-        raise ConfigError(f"data.input: {err}") from None
-    return files[: cfg["data"]["limit"]] if cfg["data"]["limit"] else files
+        raise ConfigError(f"{key}: {err}") from None
 
 
 def build_task_part(kind: str, spec: Dict[str, Any], builder: Callable[..., Any]) -> Any:

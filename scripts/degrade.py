@@ -31,11 +31,11 @@ sys.path.insert(0, str(ROOT))
 
 from configs import ConfigError, read_yaml_mapping, resolve_path  # noqa: E402
 from guided_diffusion.files import atomic_write, atomic_write_text  # noqa: E402
-from guided_diffusion.image_io import images_by_stem, load_image, save_image, to_uint8  # noqa: E402
+from guided_diffusion.image_io import load_image, save_image, to_uint8  # noqa: E402
 from operators import Operator, build_noise, build_operator  # noqa: E402
 from runs import RunFolder, RunFolderError  # noqa: E402
 from runs.cli import exit_status, print_failures  # noqa: E402
-from runs.task import build_task_part  # noqa: E402
+from runs.task import build_task_part, image_files  # noqa: E402
 GRID_IMAGE = ROOT / "data" / "samples" / "astronaut_256.png"
 
 
@@ -57,16 +57,13 @@ def degrade(cfg: dict[str, Any], overwrite: bool = False) -> dict[str, str]:
     The output must be a new or empty folder, or an earlier degrade run (replaced only with
     `overwrite`, which removes that run's own files first); it may not contain the input nor lie
     inside it. Relative paths are taken as `scripts/sample.py` takes them (`configs.resolve_path`).
-    Unreadable images are skipped and named on stderr (exit 1 at the end).
+    Unreadable images are skipped and returned (the command line names them, exit 1).
     """
     for key in ("operator", "input", "output"):
         if key not in cfg:
             raise ConfigError(f"config is missing '{key}'")
     source = resolve_path(str(cfg["input"]))
-    try:
-        files = list(images_by_stem(source).values())
-    except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(f"input: {err}") from None
+    files = image_files(str(cfg["input"]), "input")
     op, noise = build_from_config(cfg)
     out = RunFolder.check(cfg["output"], "degrade", [source])
     if RunFolder.marker_kind(out) is not None and not overwrite:
