@@ -28,6 +28,11 @@ import torch
 HERE = Path(__file__).resolve().parent
 CASES = ("dps_inpaint_random", "dps_sr4", "dpps_sr4", "diffpir_deblur_gaussian", "diffpir_sr4",
          "diffpir_inpaint_random", "gdp_sr4_x0", "gdp_lowlight_patches")
+# The method zoo (README "The method zoo"): every file of these methods is copied.
+ZOO_METHODS = ("ddrm", "ddnm", "pgdm", "reddiff", "daps", "mcg", "dpir")
+# Zoo files keep every tensor up to this many elements (operator factors, check vectors, outputs)
+# and drop the per-step trajectories, which the replay test does not read.
+ZOO_MAX_ELEMENTS = 20000
 DROPPED = ("image", "A_image", "y_official", "M_true", "f_true", "x_t", "x0_hat", "x0_data", "M", "f")
 HEAD = 8
 
@@ -38,19 +43,35 @@ def fingerprint(tensor: torch.Tensor) -> Dict[str, Any]:
     return {"head": flat[:HEAD].clone(), "sum": float(flat.double().sum())}
 
 
-def trim(case: Dict[str, Any]) -> Dict[str, Any]:
+def trimmed_draws(case: Dict[str, Any]) -> list:
+    """The draws as fingerprints when they are the seeded generator's consecutive draws (zeros
+    where nothing was drawn), else as stored: some zoo files' official code drew measurement noise
+    or masks from the same RNG between the tape's draws, so their tapes cannot be regenerated."""
     generator = torch.Generator().manual_seed(case["seed"])
-    draws = []
+    draws, regenerable = [], True
     for entry in case["draws"]:
         tensor = entry["tensor"]
         drawn = bool(tensor.any())
         if drawn and not torch.equal(torch.randn(tensor.shape, generator=generator), tensor):
-            raise ValueError(f"{case['name']}: draw {len(draws)} ({entry['role']}) is not the seeded generator's next draw")
+            if case["method"] not in ZOO_METHODS:
+                raise ValueError(f"{case['name']}: draw {len(draws)} ({entry['role']}) is not the seeded generator's next draw")
+            regenerable = False
         draws.append({"role": entry["role"], "step": entry["step"], "used": entry["used"],
                       "shape": list(tensor.shape), "drawn": drawn, **fingerprint(tensor)})
-    keep = set(DROPPED) - {"x_t", "x0_hat"} if case["chaotic"] else set(DROPPED)
-    out = {key: value for key, value in case.items() if key not in keep and key != "draws"}
-    out["draws"] = draws
+    if regenerable:
+        return draws
+    return [{"role": e["role"], "step": e["step"], "used": e["used"], "tensor": e["tensor"].contiguous().clone()}
+            for e in case["draws"]]
+
+
+def trim(case: Dict[str, Any]) -> Dict[str, Any]:
+    if case["method"] in ZOO_METHODS:
+        out = {key: value for key, value in case.items() if key != "draws" and not (
+            isinstance(value, torch.Tensor) and value.numel() > ZOO_MAX_ELEMENTS)}
+    else:
+        keep = set(DROPPED) - {"x_t", "x0_hat"} if case["chaotic"] else set(DROPPED)
+        out = {key: value for key, value in case.items() if key not in keep and key != "draws"}
+    out["draws"] = trimmed_draws(case)
     # Stored tensors can be views of larger ones (torch.save writes the whole storage): save copies.
     return {key: value.clone() if isinstance(value, torch.Tensor) else value for key, value in out.items()}
 
@@ -61,7 +82,8 @@ def main() -> None:
     args = parser.parse_args()
     target = HERE / "golden_samplers"
     target.mkdir(exist_ok=True)
-    for name in CASES:
+    zoo = sorted(p.stem for p in args.source.glob("*.pt") if p.stem.split("_")[0] in ZOO_METHODS)
+    for name in CASES + tuple(zoo):
         case = torch.load(args.source / f"{name}.pt", weights_only=True)
         path = target / f"{name}.pt"
         torch.save(trim(case), path)
