@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
+from .drunet import PUBLIC_DRUNETS, DRUNet, drunet_kwargs, is_drunet_layout
 from .unet import UNetModel
 
 # guided-diffusion's `model_and_diffusion_defaults()` for the model flags.
@@ -162,18 +163,20 @@ def _public_for(path: str) -> Optional[PublicCheckpoint]:
 
 
 def _download_hint(path: str) -> str:
-    ckpt = _public_for(path)
-    if ckpt is not None:
-        return f"download {ckpt.filename} from {ckpt.url}"
+    name = os.path.basename(path)
+    found = _public_for(path) or next((d for d in PUBLIC_DRUNETS.values() if d.filename == name), None)
+    if found is not None:
+        return f"download {found.filename} from {found.url}"
     known = "; ".join(f"{c.filename}: {c.url}" for c in PUBLIC_CHECKPOINTS.values())
-    return f"the public checkpoints are {known}"
+    return f"the public checkpoints are {known}; DPIR's DRUNet: {', '.join(d.filename for d in PUBLIC_DRUNETS.values())}"
 
 
 def read_checkpoint(path: str) -> Dict[str, Any]:
     """Read a checkpoint with `weights_only=True` (no pickled code ever runs).
 
-    Returns a dict with `state_dict` and, for the project's own checkpoints, `flags`. A raw state
-    dict (the public files) comes back as {"state_dict": ..., "flags": None}.
+    Returns a dict with `state_dict` and, for the project's own checkpoints, `flags` (ADM) or
+    `kwargs` (DRUNet constructor arguments, as golden_drunet_small.pt stores them). A raw state
+    dict (the public files) comes back as {"state_dict": ..., "flags": None, "kwargs": None}.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -205,8 +208,13 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
         if flags is not None and not isinstance(flags, Mapping):
             raise CheckpointError(f"{path}: its stored 'flags' is a {type(flags).__name__}, not a mapping of "
                                   f"model flags; re-export the model or save its state_dict alone and set model.flags")
-        return {"state_dict": payload["state_dict"], "flags": None if flags is None else dict(flags)}
-    return {"state_dict": payload, "flags": None}
+        kwargs = payload.get("kwargs")
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise CheckpointError(f"{path}: its stored 'kwargs' is a {type(kwargs).__name__}, not a mapping of "
+                                  f"DRUNet constructor arguments")
+        return {"state_dict": payload["state_dict"], "flags": None if flags is None else dict(flags),
+                "kwargs": None if kwargs is None else dict(kwargs)}
+    return {"state_dict": payload, "flags": None, "kwargs": None}
 
 
 def _first_line(err: BaseException) -> str:
@@ -236,18 +244,32 @@ def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tens
     raise CheckpointError(msg)
 
 
-def load_model(path: str, device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
-               **flags: Any) -> UNetModel:
-    """Build the UNet and load `path` strictly; returns the model in eval mode on `device`.
+# Keys that only the ADM UNet's state dict has (a file with neither these nor DRUNet's is refused).
+_ADM_KEYS = ("time_embed.0.weight", "input_blocks.0.0.weight", "out.2.weight")
 
-    Flags default to those stored in the file (the project's own checkpoints), then to the public
-    checkpoint matching the file name (ffhq_10m.pt, 256x256_diffusion_uncond.pt); explicit flags
-    override both. Stored tensors of any float dtype are cast to `dtype`.
+
+def load_model(path: str, device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
+               **flags: Any) -> Union[UNetModel, DRUNet]:
+    """Build the network `path` holds and load it strictly; returns it in eval mode on `device`.
+
+    ADM UNet: flags default to those stored in the file (the project's own checkpoints), then to
+    the public checkpoint matching the file name (ffhq_10m.pt, 256x256_diffusion_uncond.pt);
+    explicit flags override both. DRUNet (DPIR's denoiser, `guided_diffusion.drunet`), recognised
+    by its layout: a plain state dict (the released drunet_color.pth / drunet_gray.pth, sizes read
+    off the shapes) or {"state_dict", "kwargs"} (golden_drunet_small.pt); the only flag it takes is
+    `image_size`, the size a run restores images at. Stored tensors of any float dtype are cast
+    to `dtype`.
     """
     ckpt = read_checkpoint(path)
+    if ckpt["kwargs"] is not None or (not ckpt["flags"] and is_drunet_layout(ckpt["state_dict"])):
+        return _load_drunet(path, ckpt, device, dtype, flags)
     public = _public_for(path)
     base = ckpt["flags"] or (public.flags if public else {})
     if not base and not flags:
+        if not any(k in ckpt["state_dict"] for k in _ADM_KEYS):
+            keys = ", ".join(list(map(str, ckpt["state_dict"]))[:3]) or "none"
+            raise CheckpointError(f"{path}: its layout matches neither the ADM UNet (time_embed.*, input_blocks.*) "
+                                  f"nor DRUNet (m_head.*, m_down1.*, ...); its first keys: {keys}")
         raise CheckpointError(f"{path} stores no model flags and is not a known public checkpoint; pass the flags")
     try:
         model = create_model(**{**base, **flags})
@@ -261,3 +283,20 @@ def load_model(path: str, device: Union[str, torch.device] = "cpu", dtype: torch
     if use_fp16:
         model.convert_to_fp16()
     return model.eval().requires_grad_(False)
+
+
+def _load_drunet(path: str, ckpt: Dict[str, Any], device: Union[str, torch.device], dtype: torch.dtype,
+                 flags: Mapping[str, Any]) -> DRUNet:
+    """DRUNet from its stored kwargs or, for a plain state dict, from its shapes; strict load."""
+    other = sorted(set(flags) - {"image_size"})
+    if other:
+        raise CheckpointError(f"{path} is a DRUNet file: ADM flags {', '.join(other)} do not apply (only image_size)")
+    state_dict = ckpt["state_dict"]
+    try:
+        kwargs = ckpt["kwargs"] or drunet_kwargs(state_dict)
+        model = DRUNet(**kwargs, image_size=flags.get("image_size"))
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a DRUNet layout this loader builds ({_first_line(err)})") from None
+    check_state_dict(model, state_dict, source=os.fspath(path))
+    model.load_state_dict(state_dict, strict=True)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
