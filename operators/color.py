@@ -1,6 +1,10 @@
-"""Colorization (DDRM/GDP): ``y = 0.3333 R + 0.3334 G + 0.3333 B``, one output channel."""
+"""Colorization (DDRM/GDP): ``y = h_R R + h_G G + h_B B``, one output channel; default
+``h = (0.3333, 0.3334, 0.3333)`` (DDRM's ``Colorization``), DDNM's simplified path uses ``(1/3, 1/3, 1/3)``."""
 
 from __future__ import annotations
+
+import math
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -10,11 +14,25 @@ from operators.base import LinearOperator, Rho, rho_view
 WEIGHTS = (0.3333, 0.3334, 0.3333)  # DDRM's Colorization weights h
 
 
+def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
+    """Three finite numbers, not all zero, as a tuple of floats; ValueError otherwise."""
+    items = list(weights) if isinstance(weights, (list, tuple)) else []
+    ok = len(items) == 3 and all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
+                                 for w in items)
+    if not ok or not any(items):
+        raise ValueError(f"weights must be three finite numbers, not all zero, got {weights!r}")
+    return tuple(float(w) for w in items)  # type: ignore[return-value]
+
+
 class Colorization(LinearOperator):
     """``(B, 3, H, W) -> (B, 1, H, W)``; every map below acts per pixel on the 3-vector x."""
 
+    def __init__(self, weights: Sequence[float] = WEIGHTS) -> None:
+        super().__init__()
+        self.weights = check_weights(weights)
+
     def _h(self, like: Tensor) -> Tensor:
-        return torch.tensor(WEIGHTS, device=like.device, dtype=like.dtype).reshape(1, 3, 1, 1)
+        return torch.tensor(self.weights, device=like.device, dtype=like.dtype).reshape(1, 3, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[1] != 3:
