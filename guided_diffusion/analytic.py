@@ -13,6 +13,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
+from .diffusion import vp_alphas_cumprod
+
 
 class GaussianMixture:
     """p(x) = sum_k w_k N(mu_k, S_k) over images of shape `shape` (flattened to d = prod(shape)).
@@ -103,8 +105,9 @@ class GaussianMixture:
 class GaussianMixtureDenoiser:
     """The exact eps-prediction model of a `GaussianMixture` prior: callable as model(x_t, t).
 
-    alphas_cumprod: the training schedule's abar (indexed by the training-grid t the samplers pass).
-    Returns eps with the dtype and shape of x_t (C channels: fixed variance).
+    alphas_cumprod: the training schedule's abar (indexed by the training-grid t the samplers pass);
+    float t (DAPS's continuous timesteps) reads abar from the continuous linear VP-SDE instead
+    (`vp_alphas_cumprod`). Returns eps with the dtype and shape of x_t (C channels: fixed variance).
     """
 
     def __init__(self, prior: GaussianMixture, alphas_cumprod: torch.Tensor):
@@ -112,7 +115,10 @@ class GaussianMixtureDenoiser:
         self.alphas_cumprod = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        abar = self.alphas_cumprod[t.cpu()].to(x_t.device)
+        if t.is_floating_point():
+            abar = vp_alphas_cumprod(t.cpu().to(torch.float64), len(self.alphas_cumprod)).to(x_t.device)
+        else:
+            abar = self.alphas_cumprod[t.cpu()].to(x_t.device)
         score = self.prior.score(x_t.to(torch.float64).cpu(), abar.cpu()).to(x_t.device)
         eps = -(1 - abar).sqrt().reshape(-1, *([1] * (x_t.dim() - 1))) * score
         return eps.to(x_t.dtype)

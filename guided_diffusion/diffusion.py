@@ -36,6 +36,26 @@ def get_named_beta_schedule(name: str, num_timesteps: int) -> torch.Tensor:
     raise ValueError(f"unknown beta schedule {name!r}; known: linear, cosine")
 
 
+# The continuous VP-SDE whose discretisation is the linear schedule: beta(s) = VP_BETA_MIN + s VP_BETA_D
+# for s in [0, 1] (T beta_i runs from 0.1 to 20 for any length T), abar(s) = exp(-int_0^s beta).
+VP_BETA_MIN, VP_BETA_D = 0.1, 19.9
+
+
+def vp_timestep(sigma: torch.Tensor, num_timesteps: int = 1000) -> torch.Tensor:
+    """The float model timestep (T - 1) s at which the continuous linear VP-SDE has noise-to-signal
+    ratio sqrt(1 - abar) / sqrt(abar) = sigma: VP_BETA_MIN s + VP_BETA_D s^2 / 2 = log(1 + sigma^2)
+    (EDM's VPPrecond, Karras et al. 2022, Table 1). Not rounded: sigma 100 -> 956.15, 0.01 -> 0.92."""
+    s = ((VP_BETA_MIN ** 2 + 2 * VP_BETA_D * torch.log1p(sigma ** 2)).sqrt() - VP_BETA_MIN) / VP_BETA_D
+    return (num_timesteps - 1) * s
+
+
+def vp_alphas_cumprod(t: torch.Tensor, num_timesteps: int = 1000) -> torch.Tensor:
+    """abar of the continuous linear VP-SDE at float model timesteps t (the inverse of `vp_timestep`:
+    abar = 1 / (1 + sigma^2))."""
+    s = t / (num_timesteps - 1)
+    return torch.exp(-(VP_BETA_MIN * s + VP_BETA_D * s ** 2 / 2))
+
+
 def space_timesteps(num_timesteps: int, section_counts: Union[str, Sequence[int]]) -> Set[int]:
     """Which training steps a respaced diffusion keeps (guided-diffusion's `timestep_respacing`).
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 class Param:
     """One parameter: kind int, float (ints accepted), bool or str; bounds low / high (None:
     unbounded), closed unless low_open; choices: the allowed strings (empty: any); nullable: None
-    is allowed."""
+    is allowed; length > 0: a list of that many values, each checked as above (e.g. Adam's betas)."""
 
     kind: type
     low: Optional[float] = None
@@ -24,11 +24,19 @@ class Param:
     low_open: bool = False
     choices: Tuple[str, ...] = ()
     nullable: bool = False
+    length: int = 0
 
     def problem(self, value: Any) -> Optional[str]:
         """Why `value` is not allowed (a phrase), or None when it is."""
         if value is None:
             return None if self.nullable else f"must be {self._kind_name()}, got null"
+        if self.length:
+            if not isinstance(value, (list, tuple)) or len(value) != self.length:
+                return f"must be a list of {self.length} values, each {self._kind_name()}, got {value!r}"
+            return next((f"item {j} {p}" for j, p in enumerate(map(self._item_problem, value)) if p), None)
+        return self._item_problem(value)
+
+    def _item_problem(self, value: Any) -> Optional[str]:
         # bool is a subclass of int: `steps: true` must not pass as a number.
         if isinstance(value, bool) != (self.kind is bool) or not isinstance(value, self._accepted()):
             return f"must be {self._kind_name()}, got {type(value).__name__} {value!r}"
