@@ -61,7 +61,7 @@ def official_draws(name: str) -> List[Dict[str, Any]]:
         shape = tuple(entry["shape"])
         tensor = torch.randn(shape, generator=generator) if entry["drawn"] else torch.zeros(shape)
         flat = tensor.flatten()
-        assert torch.allclose(flat[:len(entry["head"])], entry["head"], rtol=0, atol=1e-6), f"{name}: draw {k} differs"
+        assert torch.allclose(flat[:len(entry["head"])], entry["head"].to(flat.dtype), rtol=0, atol=1e-6), f"{name}: draw {k} differs"
         assert math.isclose(flat.double().sum().item(), entry["sum"], rel_tol=1e-6, abs_tol=1e-4), f"{name}: draw {k}"
         draws.append({"role": entry["role"], "step": entry["step"], "used": entry["used"], "tensor": tensor})
     return draws
