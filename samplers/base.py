@@ -38,6 +38,11 @@ def list_samplers() -> List[str]:
     return sorted(_REGISTRY)
 
 
+def prior_samplers() -> List[str]:
+    """The registered samplers that sample without a measurement (`Sampler.needs_operator` False)."""
+    return [name for name in list_samplers() if not _REGISTRY[name].needs_operator]
+
+
 def build_sampler(name: str, **params: Any) -> "Sampler":
     """Instantiate a registered sampler from its YAML name and parameters.
 
@@ -63,9 +68,12 @@ class Sampler(abc.ABC):
     var_type: None (learned_range for a 2C-channel model, else fixed_small), or a fixed type;
     patch_size / patch_stride: run the model on overlapping patches of that size (any-size images,
     `samplers.patches.PatchedModel`); None calls the model on the whole image.
+    needs_operator: whether the sampler restores a measurement (op, y); a run refuses it without
+    task.operator before any work. Only samplers of the prior (ddpm, ddim) set it False.
     """
 
     name = "base"
+    needs_operator = True
 
     def __init__(self, steps: int = 1000, schedule: str = "linear", num_train_timesteps: int = 1000,
                  timestep_respacing: Optional[str] = None, clip_denoised: bool = True,

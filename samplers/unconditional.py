@@ -16,6 +16,8 @@ from .params import Param
 class DDPM(Sampler):
     """Ancestral sampling x_{t-1} ~ N(mu(x_t, x0_hat), sigma_t^2) (Ho et al. 2020, Alg. 2)."""
 
+    needs_operator = False
+
     def step(self, model: Model, x_t: torch.Tensor, t: torch.Tensor, op: Any, y: Optional[torch.Tensor],
              sigma: float, generator: Generators) -> Tuple[torch.Tensor, torch.Tensor]:
         out = self.diffusion.p_mean_variance(model, x_t, t, self.clip_denoised, self.var_type)
@@ -30,6 +32,7 @@ class DDIM(Sampler):
     As ADM does, eps is recomputed from the clipped x0_hat so both terms of the step agree.
     """
 
+    needs_operator = False
     # eta <= 1 keeps sigma_t^2 <= 1 - abar_{t-1}, the square root in eq. 12 real.
     param_specs = {"eta": Param(float, low=0.0, high=1.0)}
 
