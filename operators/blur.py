@@ -21,8 +21,8 @@ from torch import Tensor
 
 from operators.base import LinearOperator, Rho, check_number, numpy_rng, pinv_cutoff, positive_int, rho_view
 from operators.fft import block_mean, circular_conv, p2o, upsample_zeros
-from operators.kernels import (bicubic_sr_kernel, gaussian_kernel, load_kernel, motion_kernel,
-                               save_kernel, uniform_kernel)
+from operators.kernels import (bicubic_sr_kernel, bicubic_table_kernel, gaussian_kernel, load_kernel,
+                               motion_kernel, save_kernel, table_kernel, uniform_kernel)
 
 
 class KernelOperator(LinearOperator):
@@ -149,21 +149,46 @@ def build_uniform_blur(kernel_size: int = 9, boundary: str = "reflect") -> Kerne
     return _blur(uniform_kernel(positive_int(kernel_size, "kernel_size")), boundary)
 
 
+def given_kernel(kernel_path: Optional[str], kernel_table: Optional[str],
+                 kernel_index: Optional[int]) -> Optional[np.ndarray]:
+    """The kernel a user names explicitly: a ``.npy`` file or an official table entry (at most one)."""
+    if kernel_table is None and kernel_index is not None:
+        raise ValueError("kernel_index needs kernel_table (bicubicx234, kernels_12 or levin09)")
+    if kernel_table is not None:
+        if kernel_path is not None:
+            raise ValueError("give kernel_path or kernel_table, not both")
+        return table_kernel(kernel_table, 0 if kernel_index is None else kernel_index)
+    return None if kernel_path is None else load_kernel(kernel_path)
+
+
 def build_motion_blur(kernel_size: int = 61, intensity: float = 0.5, boundary: str = "reflect",
                       seed: int = 0, generator: Optional[np.random.Generator] = None,
-                      kernel_path: Optional[str] = None) -> KernelOperator:
-    """``motion_blur``: random-trajectory kernel from ``generator`` (else ``seed``), or a user's
-    kernel from ``kernel_path`` (.npy; then size/intensity/seed are unused)."""
-    if kernel_path is not None:
-        return _blur(load_kernel(kernel_path), boundary)
+                      kernel_path: Optional[str] = None, kernel_table: Optional[str] = None,
+                      kernel_index: Optional[int] = None) -> KernelOperator:
+    """``motion_blur``: random-trajectory kernel from ``generator`` (else ``seed``), or a given
+    kernel: ``kernel_path`` (.npy) or ``kernel_table`` / ``kernel_index`` (e.g. levin09, 0..7);
+    then size/intensity/seed are unused."""
+    kernel = given_kernel(kernel_path, kernel_table, kernel_index)
+    if kernel is not None:
+        return _blur(kernel, boundary)
     positive_int(kernel_size, "kernel_size")
     intensity = check_number(intensity, "intensity", 0, 1)
     return _blur(motion_kernel(kernel_size, intensity, numpy_rng(seed, generator)), boundary)
 
 
-def build_sr_blur_decimation(scale_factor: int = 4, kernel_path: Optional[str] = None) -> CircularBlurDecimation:
-    """``sr_blur_decimation``: DiffPIR SR model; kernel from ``kernel_path`` (.npy, e.g. DiffPIR's
-    bicubic table entry) or the documented substitute ``bicubic_sr_kernel(scale_factor)``."""
+SR_KERNELS = ("bicubic_table", "bicubic_sr_kernel")
+
+
+def build_sr_blur_decimation(scale_factor: int = 4, kernel: str = "bicubic_table", kernel_path: Optional[str] = None,
+                             kernel_table: Optional[str] = None,
+                             kernel_index: Optional[int] = None) -> CircularBlurDecimation:
+    """``sr_blur_decimation``: DiffPIR SR model. Kernel: ``kernel_path`` (.npy) or ``kernel_table`` /
+    ``kernel_index`` when given, else ``kernel``: ``bicubic_table`` (DiffPIR's, the table entry
+    ``scale_factor - 2``; factors 2, 3, 4) or ``bicubic_sr_kernel`` (analytic, any factor)."""
     positive_int(scale_factor, "scale_factor")
-    kernel = load_kernel(kernel_path) if kernel_path is not None else bicubic_sr_kernel(scale_factor)
-    return CircularBlurDecimation(kernel, scale_factor)
+    if kernel not in SR_KERNELS:
+        raise ValueError(f"kernel must be one of {SR_KERNELS}, got {kernel!r}")
+    chosen = given_kernel(kernel_path, kernel_table, kernel_index)
+    if chosen is None:
+        chosen = bicubic_table_kernel(scale_factor) if kernel == "bicubic_table" else bicubic_sr_kernel(scale_factor)
+    return CircularBlurDecimation(chosen, scale_factor)

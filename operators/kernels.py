@@ -1,6 +1,8 @@
-"""Blur kernels: DPS Gaussian, uniform box, and a seeded random-trajectory motion kernel.
+"""Blur kernels: DPS Gaussian, uniform box, a seeded random-trajectory motion kernel, and the
+official DiffPIR/DPIR kernel tables shipped in ``operators/kernel_tables`` (README there).
 
-All kernels are float64 numpy arrays ``(k, k)`` summing to one, saved/loaded as ``.npy``.
+All kernels are float64 numpy arrays ``(k, k)``, saved/loaded as ``.npy``; the constructed ones sum
+to one, the table entries are used as stored (the bicubic ones do not sum to one).
 """
 
 from __future__ import annotations
@@ -99,15 +101,50 @@ def load_kernel(path: Union[str, Path]) -> np.ndarray:
     return kernel.astype(np.float64)
 
 
+TABLES_DIR = Path(__file__).resolve().parent / "kernel_tables"
+# table name -> number of entries (the official Python index j of ``kernels[0, j]`` runs over them).
+KERNEL_TABLES = {"bicubicx234": 3, "kernels_12": 12, "levin09": 8}
+
+
+def table_kernel(table: str, index: int) -> np.ndarray:
+    """Entry ``index`` of an official kernel table, float64 ``(k, k)`` exactly as the scripts load it
+    (``hdf5storage.loadmat(...)['kernels'][0, index]``, no flip): ``bicubicx234`` (index sf - 2,
+    25 x 25), ``kernels_12`` (25 x 25), ``levin09`` (its own odd size, 13..27)."""
+    if table not in KERNEL_TABLES:
+        raise ValueError(f"kernel_table must be one of {', '.join(KERNEL_TABLES)}, got {table!r}")
+    count = KERNEL_TABLES[table]
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < count:
+        raise ValueError(f"kernel_index of table {table!r} must be an integer in 0..{count - 1}, got {index!r}")
+    index = int(index)
+    if table == "bicubicx234":
+        return np.load(TABLES_DIR / f"bicubic_x{index + 2}.npy", allow_pickle=False)
+    if table == "kernels_12":
+        return np.load(TABLES_DIR / "kernels_12.npy", allow_pickle=False)[index]
+    size = int(np.load(TABLES_DIR / "levin09_sizes.npy", allow_pickle=False)[index])
+    pad = (27 - size) // 2  # stored zero-padded, centred, to 27 x 27
+    return np.load(TABLES_DIR / "levin09.npy", allow_pickle=False)[index, pad:pad + size, pad:pad + size]
+
+
+def bicubic_table_kernel(scale_factor: int = 4) -> np.ndarray:
+    """DiffPIR's SR data-step kernel: ``kernels_bicubicx234.mat`` entry ``sf - 2`` (float32 values,
+    main_ddpir_sisr.py L155, L173-174). Tabulated for 2, 3, 4 only (the script reuses the x4 entry
+    for larger factors; here those need another kernel, e.g. ``bicubic_sr_kernel``)."""
+    if scale_factor not in (2, 3, 4):
+        raise ValueError(f"the bicubic kernel table has scale factors 2, 3, 4, not {scale_factor}; "
+                         "use kernel: bicubic_sr_kernel (or kernel_path) for other factors")
+    return table_kernel("bicubicx234", scale_factor - 2)
+
+
 def bicubic_sr_kernel(scale_factor: int = 4) -> np.ndarray:
-    """Substitute for DiffPIR's tabulated ``kernels_bicubicx234.mat`` (not available here).
+    """Analytic alternative to DiffPIR's tabulated kernel (``bicubic_table_kernel``), for any factor.
 
     Separable ``g g^T`` with ``g_m`` proportional to ``cubic((c - (s-1)/2 - m) / s)`` (the MATLAB
     antialiased bicubic kernel, width 4s), ``c`` the centre of a ``max(25, ...)``-tap grid. With
     ``p2o`` centring and ``[0::s]`` decimation, output i then weighs input j by the MATLAB imresize
     weight at ``j - (s i + (s-1)/2)``, so ``sr_blur_decimation`` equals the bicubic
     ``super_resolution`` away from the border (circular instead of mirrored boundary). Like the
-    DiffPIR table its centre of mass is ``c - (s-1)/2`` (10.5 for s = 4 on 25 taps).
+    DiffPIR table its centre of mass is ``c - (s-1)/2`` (10.5 for s = 4 on 25 taps); unlike it, it
+    sums to one (the x4 table entry differs from it by up to 1.9e-3).
     """
     size = max(25, 2 * math.ceil(2.5 * scale_factor - 0.5) + 1)
     centre = size // 2

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from guided_diffusion.diffusion import GaussianDiffusion, Generators, Model, get_named_beta_schedule, randn, randn_like
+from operators.blur import KernelOperator
 from operators.resize import bicubic_upsample
 
 from .base import Sampler, register
@@ -130,19 +131,25 @@ class DiffPIR(Sampler):
                              f"{getattr(op, 'name', type(op).__name__)!r} is nonlinear (use dps or dpps)")
 
     def data_step(self, op: Any, x0: torch.Tensor, y: torch.Tensor, rho: float) -> torch.Tensor:
-        """argmin_x ||y - A x||^2 + rho ||x - x0||^2 on [-1, 1] images, solved in float64 and
-        returned in x0's dtype.
+        """argmin_x ||y - A x||^2 + rho ||x - x0||^2 on the scale the code solves it, for [-1, 1]
+        images x0 and y; solved in float64 and returned in x0's dtype.
 
-        The code solves it on x01 = (x0 + 1) / 2 against y01 and maps back (deblur/SR; inpainting
-        already on [-1, 1]). For A linear on [-1, 1] data, y01 = A x01_true = (y + A 1) / 2, so
-        both terms of the [0, 1] objective are exactly 1/4 of the [-1, 1] ones: the minimiser is the
-        same and rho does not change between the scales.
+        Blur and blur + decimation (main_ddpir_deblur.py / _sisr.py): on [0, 1], x01 = (x0 + 1) / 2
+        against y01 = (y + 1) / 2, mapped back by 2 x01 - 1; this is the [-1, 1] solve against
+        y + 1 - A 1, i.e. y + 1 - sum k. Any other operator (inpainting, main_ddpir_inpainting.py,
+        and operators the code has no script for, whose y = A x is made on [-1, 1]): on [-1, 1].
+        rho is the same on both scales (both terms of the [0, 1] objective are 1/4 of the [-1, 1]
+        ones). DiffPIR's x4 bicubic table kernel sums to 0.9999: solved on [-1, 1], the golden SR
+        output would be 3.8e-4 off.
         float64: with rho_t as small as 4e-11 (noiseless data, t = 999) the closed forms divide a
         difference of nearly equal spectra by rho_t, so float32 loses everything (the official
         float32 code is 4e-2 off its float64 run on the golden deblur case); the solve is FFTs and
         elementwise maps, cheap next to the network call.
         """
-        return op.prox(x0.to(torch.float64), y.to(torch.float64), rho).to(x0.dtype)
+        x0_64, y_64 = x0.to(torch.float64), y.to(torch.float64)
+        if not isinstance(op, KernelOperator):
+            return op.prox(x0_64, y_64, rho).to(x0.dtype)
+        return (2 * op.prox((x0_64 + 1) / 2, (y_64 + 1) / 2, rho) - 1).to(x0.dtype)
 
     def initial_state(self, shape: Sequence[int], op: Any, y: Optional[torch.Tensor], sigma: float,
                       generator: Generators, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -96,15 +96,15 @@ def _dense(op, shape) -> torch.Tensor:
     return op.forward(torch.eye(d, dtype=torch.float64).reshape(d, *shape)).reshape(d, -1).T
 
 
-@pytest.mark.parametrize("name,params", [
-    ("gaussian_blur", {"kernel_size": 5, "intensity": 1.0, "boundary": "circular"}),
-    ("sr_blur_decimation", {"scale_factor": 4}),
-    ("inpainting", {"mask_type": "random", "image_size": 16, "mask_prob_range": [0.5, 0.5]}),
+@pytest.mark.parametrize("name,params,unit_scale", [
+    ("gaussian_blur", {"kernel_size": 5, "intensity": 1.0, "boundary": "circular"}, True),
+    ("sr_blur_decimation", {"scale_factor": 4}, True),
+    ("inpainting", {"mask_type": "random", "image_size": 16, "mask_prob_range": [0.5, 0.5]}, False),
 ])
-def test_data_step_equals_dense_least_squares(name: str, params: dict) -> None:
-    """The data step solves min ||y - A x||^2 + rho ||x - x0||^2 exactly (dense normal equation),
-    and equals the code's [0, 1]-scale solve 2 prox((x0 + 1) / 2, A (x + 1) / 2, rho) - 1 with the
-    same rho."""
+def test_data_step_equals_dense_least_squares(name: str, params: dict, unit_scale: bool) -> None:
+    """The data step solves min ||y - A x||^2 + rho ||x - x0||^2 exactly (dense normal equation) on
+    the code's scale: [0, 1] for blur and blur + decimation (x0 and y mapped by (v + 1) / 2, the
+    solution back by 2 v - 1), [-1, 1] for inpainting; rho the same on both."""
     shape = (1, 16, 16)
     op = build_operator(name, **params).double()
     g = torch.Generator().manual_seed(0)
@@ -114,10 +114,31 @@ def test_data_step_equals_dense_least_squares(name: str, params: dict) -> None:
     got = build_sampler("diffpir").data_step(op, x0, y, rho)
     A = _dense(op, shape)
     lhs = A.T @ A + rho * torch.eye(A.shape[1], dtype=torch.float64)
-    dense = torch.linalg.solve(lhs, A.T @ y.flatten() + rho * x0.flatten())
+    if unit_scale:
+        dense = 2 * torch.linalg.solve(lhs, A.T @ (y.flatten() + 1) / 2 + rho * (x0.flatten() + 1) / 2) - 1
+    else:
+        dense = torch.linalg.solve(lhs, A.T @ y.flatten() + rho * x0.flatten())
     assert (got.flatten() - dense).abs().max().item() < 1e-9
-    code_scale = 2 * op.prox((x0 + 1) / 2, op.forward((x_true + 1) / 2), rho) - 1
-    assert (got - code_scale).abs().max().item() < 1e-9
+
+
+def test_unit_scale_data_step_is_the_shifted_measurement() -> None:
+    """With DiffPIR's x4 table kernel (sum 0.99989770) the [0, 1]-scale step is the [-1, 1] prox
+    against y + 1 - sum k (closed form, 1e-12), not the one against y (measured 7.4e-5 apart on
+    this case); with the analytic bicubic_sr_kernel (sum 1) the two scales agree to 1e-12."""
+    g = torch.Generator().manual_seed(1)
+    x_true, x0 = (2 * torch.rand(2, 3, 32, 32, generator=g, dtype=torch.float64) - 1).split(1)
+    sampler = build_sampler("diffpir", lambda_=7.0, steps=100)
+    rho = sampler.rho(40, 0.1)
+    table = build_operator("sr_blur_decimation", scale_factor=4)
+    y = table(x_true)
+    got = sampler.data_step(table, x0, y, rho)
+    shift = 1 - table.kernel.sum().item()
+    assert abs(shift - 1.0229575e-4) < 1e-9
+    assert (got - table.prox(x0, y + shift, rho)).abs().max().item() < 1e-12
+    assert (got - table.prox(x0, y, rho)).abs().max().item() > 1e-5
+    analytic = build_operator("sr_blur_decimation", scale_factor=4, kernel="bicubic_sr_kernel")
+    y = analytic(x_true)
+    assert (sampler.data_step(analytic, x0, y, rho) - analytic.prox(x0, y, rho)).abs().max().item() < 1e-12
 
 
 def test_noiseless_inpainting_keeps_observed_pixels() -> None:
@@ -198,16 +219,16 @@ def test_opencv_bicubic_weights() -> None:
 
 def test_data_step_is_solved_in_float64() -> None:
     """Noiseless deblurring at t = 999 (rho = 1e-6 lambda abar / (1 - abar) = 4e-11 for lambda 1):
-    float32 inputs give the float64 solution of those inputs rounded to float32 (values up to 1.003:
-    bound 1e-7, measured 5.1e-8), where the float32 closed form is off by 211 (bound 1e-2); the
-    result stays float32."""
+    float32 inputs give the float64 solution of those inputs (on the code's [0, 1] scale) rounded to
+    float32 (values up to 1.003: bound 1e-7, measured 5.6e-8), where the float32 closed form is off by
+    184 (bound 1e-2); the result stays float32."""
     op = build_operator("gaussian_blur", kernel_size=9, intensity=2.0, boundary="circular")
     g = torch.Generator().manual_seed(0)
     x_true, x0 = (2 * torch.rand(2, 3, 32, 32, generator=g) - 1).split(1)
     y = op.forward(x_true)
     sampler = build_sampler("diffpir", lambda_=1.0, steps=20)
     rho = sampler.rho(sampler.diffusion.num_timesteps - 1, 0.0)
-    exact = op.prox(x0.double(), y.double(), rho)
+    exact = 2 * op.prox((x0.double() + 1) / 2, (y.double() + 1) / 2, rho) - 1
     got = sampler.data_step(op, x0, y, rho)
     assert got.dtype == torch.float32 and rho < 1e-10
     assert (got - exact).abs().max().item() < 1e-7

@@ -1,13 +1,17 @@
-"""Blur kernels: formulas, normalisation, motion-kernel determinism and spread, .npy round trip."""
+"""Blur kernels: formulas, normalisation, motion-kernel determinism and spread, .npy round trip, the
+shipped official kernel tables (operators/kernel_tables)."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
+import torch
 
 from operators import build_operator
-from operators.kernels import (bicubic_sr_kernel, gaussian_kernel, load_kernel, motion_kernel, motion_path,
-                               save_kernel, uniform_kernel)
+from operators.kernels import (TABLES_DIR, bicubic_sr_kernel, bicubic_table_kernel, gaussian_kernel, load_kernel,
+                               motion_kernel, motion_path, save_kernel, table_kernel, uniform_kernel)
 
 
 def second_moment_radius(weights: np.ndarray) -> float:
@@ -105,10 +109,76 @@ def test_kernel_npy_round_trip(tmp_path) -> None:
 
 @pytest.mark.parametrize("s", [2, 3, 4, 8])
 def test_bicubic_sr_kernel(s: int) -> None:
-    """Substitute DiffPIR kernel: sums to 1, centre of mass c - (s-1)/2 (10.5 for x4 on 25 taps)."""
+    """Analytic DiffPIR-style kernel: sums to 1, centre of mass c - (s-1)/2 (10.5 for x4 on 25 taps)."""
     k = bicubic_sr_kernel(s)
     c = k.shape[0] // 2
     assert k.shape[0] >= 25 and abs(k.sum() - 1) < 1e-12
     com = (k.sum(axis=1) * np.arange(k.shape[0])).sum()
     assert abs(com - (c - (s - 1) / 2)) < 1e-12
     assert np.abs(k[0]).max() == 0 and np.abs(k[:, -1]).max() == 0  # support inside the grid
+
+
+# sha256 of the shipped tables as exported from the official .mat files (operators/kernel_tables/README.md).
+TABLE_SHA256 = {
+    "bicubic_x2.npy": "d4dbe581f127b4d3d64fd9e904fa72c7b9fb75975653df567aaebf65efc5488f",
+    "bicubic_x3.npy": "4d84bdfe5c86561d5c00d7aece336e0c94464a4ed322b6bea810ba8aaea4777d",
+    "bicubic_x4.npy": "667e43b902cb72a65be8a5f51c0c839833e3954ada9d64d37872bf7fa5e93504",
+    "kernels_12.npy": "a3934997c3d5dfc2649def44c2d2252d90658753c1e8be0362b9c120fedef74f",
+    "levin09.npy": "4967dceeec6acd52af8c535585e405f3dbf4f76e247c84c2ba8dd5ab973e52f6",
+    "levin09_sizes.npy": "0b8ec6562df67d5cada5df14ef878543db7cf8d67f80428d311fe1e135d03d65",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TABLE_SHA256))
+def test_shipped_tables_are_the_exported_files(name: str) -> None:
+    assert hashlib.sha256((TABLES_DIR / name).read_bytes()).hexdigest() == TABLE_SHA256[name]
+
+
+@pytest.mark.parametrize("s,total", [(2, 0.99998467615), (3, 1.00000239831), (4, 0.99989770425)])
+def test_bicubic_table_kernels(s: int, total: float) -> None:
+    """Entry s - 2 of kernels_bicubicx234.mat: 25 x 25, float32 values (exact float64 widening), the
+    official sums (not 1) and centre of mass 12 - (s - 1) / 2 (to 1e-3)."""
+    k = bicubic_table_kernel(s)
+    assert k.shape == (25, 25) and k.dtype == np.float64
+    assert np.array_equal(k.astype(np.float32).astype(np.float64), k)
+    assert abs(k.sum() - total) < 1e-10
+    com = (k.sum(axis=1) * np.arange(25)).sum() / k.sum()
+    assert abs(com - (12 - (s - 1) / 2)) < 1e-3
+    assert np.array_equal(k, table_kernel("bicubicx234", s - 2))
+
+
+def test_kernels_12_and_levin09_tables() -> None:
+    """kernels_12: 12 entries of 25 x 25 summing to 1 (1.3e-8), 0-3 symmetric; levin09: the 8 kernels
+    cropped to their odd sizes 19, 17, 15, 27, 13, 21, 23, 23, sums 1 (1e-12), nothing cut off."""
+    twelve = [table_kernel("kernels_12", i) for i in range(12)]
+    assert all(k.shape == (25, 25) and abs(k.sum() - 1) < 2e-8 for k in twelve)
+    assert all(np.array_equal(k, k.T) for k in twelve[:4])
+    sizes = [table_kernel("levin09", i).shape[0] for i in range(8)]
+    assert sizes == [19, 17, 15, 27, 13, 21, 23, 23]
+    padded = np.load(TABLES_DIR / "levin09.npy")
+    for i in range(8):
+        k = table_kernel("levin09", i)
+        assert abs(k.sum() - 1) < 1e-12 and abs(padded[i].sum() - k.sum()) < 1e-15
+
+
+def test_tables_by_name_in_operators() -> None:
+    """YAML names: sr_blur_decimation defaults to the table (bicubic_sr_kernel on request), and
+    kernel_table / kernel_index pick any entry; bad names and indices raise one-line errors."""
+    default = build_operator("sr_blur_decimation", scale_factor=3).kernel.numpy()
+    assert np.array_equal(default, bicubic_table_kernel(3))
+    analytic = build_operator("sr_blur_decimation", scale_factor=4, kernel="bicubic_sr_kernel").kernel.numpy()
+    assert np.array_equal(analytic, bicubic_sr_kernel(4))
+    chosen = build_operator("sr_blur_decimation", scale_factor=2, kernel_table="kernels_12", kernel_index=5)
+    assert np.array_equal(chosen.kernel.numpy(), table_kernel("kernels_12", 5))
+    motion = build_operator("motion_blur", kernel_table="levin09", kernel_index=4, boundary="circular")
+    assert motion.kernel.shape == (13, 13) and motion.params["kernel_table"] == "levin09"
+    x = torch.randn(1, 1, 32, 32, dtype=torch.float64)
+    assert torch.allclose(motion(x).sum(), x.sum(), rtol=1e-12)  # circular blur with a sum-1 kernel
+    with pytest.raises(ValueError, match="scale factors 2, 3, 4"):
+        build_operator("sr_blur_decimation", scale_factor=8)
+    with pytest.raises(ValueError, match="kernel_index"):
+        table_kernel("levin09", 8)
+    with pytest.raises(ValueError, match="kernel_table"):
+        build_operator("motion_blur", kernel_table="levin10")
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        build_operator("sr_blur_decimation", kernel="bicubic")

@@ -56,12 +56,12 @@ def test_avgpool_is_block_mean_and_pinv_replicates() -> None:
 
 
 @pytest.mark.parametrize("s", [2, 4, 8])
-def test_blur_decimation_substitute_equals_bicubic_inside(s: int) -> None:
-    """With the substitute kernel, DiffPIR's model (circular blur, keep [0::s, 0::s]) equals the
+def test_blur_decimation_analytic_kernel_equals_bicubic_inside(s: int) -> None:
+    """With the analytic bicubic_sr_kernel, DiffPIR's model (circular blur, keep [0::s, 0::s]) equals the
     MATLAB bicubic resize wherever no tap crosses the border (both are the same weights)."""
     x = torch.randn(1, 2, 64, 64, dtype=torch.float64)
     a = build_operator("super_resolution", scale_factor=s)(x)
-    b = build_operator("sr_blur_decimation", scale_factor=s)(x)
+    b = build_operator("sr_blur_decimation", scale_factor=s, kernel="bicubic_sr_kernel")(x)
     m = 3 if s < 8 else 2  # output pixels whose 4s-wide support reaches the border
     inner = (a - b)[..., m:-m, m:-m]
     assert inner.abs().max() < 1e-12
