@@ -12,6 +12,7 @@ import torch
 from operators.base import Operator
 from operators.blur import build_gaussian_blur, build_motion_blur, build_sr_blur_decimation, build_uniform_blur
 from operators.color import Colorization
+from operators.ddrm_deblurring import DDRMDeblurring
 from operators.gdp import build_hdr, build_low_light
 from operators.inpainting import build_inpainting
 from operators.noise import GaussianNoise, NoNoise, PoissonNoise
@@ -27,6 +28,7 @@ OPERATORS: dict[str, Callable[..., Operator]] = {
     "motion_blur": build_motion_blur,
     "inpainting": build_inpainting,
     "colorization": Colorization,
+    "ddrm_deblurring": DDRMDeblurring,
     "phase_retrieval": PhaseRetrieval,
     "low_light": build_low_light,
     "hdr": build_hdr,

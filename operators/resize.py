@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from operators.base import LinearOperator, Rho, pair, pinv_cutoff, positive_int, rho_view
+from operators.svd import SeparableSVD, axis_svd, block_order, cached_svd, cast
 
 
 def cubic(t: np.ndarray) -> np.ndarray:
@@ -96,11 +97,16 @@ class AxisFactors(NamedTuple):
     pinv: Tensor
 
 
+def axis_matrix(mode: str, n: int, factor: int) -> np.ndarray:
+    """The ``(ceil(n / factor), n)`` float64 matrix of one axis."""
+    return bicubic_matrix(n, 1.0 / factor) if mode == "bicubic" else avgpool_matrix(n, factor)
+
+
 @lru_cache(maxsize=32)
 def axis_factors(mode: str, n: int, factor: int, device: torch.device, dtype: torch.dtype) -> AxisFactors:
     """SVD of one axis's matrix in float64, cached per size/device/dtype so a sampling loop does
     not rebuild or re-upload it at every step."""
-    w = bicubic_matrix(n, 1.0 / factor) if mode == "bicubic" else avgpool_matrix(n, factor)
+    w = axis_matrix(mode, n, factor)
     u, s, vt = np.linalg.svd(w, full_matrices=True)
     m = s.size
     keep = s > pinv_cutoff(dtype) * s.max()
@@ -109,6 +115,15 @@ def axis_factors(mode: str, n: int, factor: int, device: torch.device, dtype: to
     s_full = np.zeros(n)
     s_full[:m] = s
     return AxisFactors(*(torch.from_numpy(a).to(device=device, dtype=dtype) for a in (w, s_full, vt.T, pinv)))
+
+
+@lru_cache(maxsize=32)
+def axis_svd32(mode: str, n: int, factor: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The SVD form's per-axis factors: ``torch.svd`` of the float32 matrix, as DDRM's ``SRConv``
+    computes them (``functions/svd_replacement.py:340``; its bicubic matrix equals ours exactly), so
+    the V-space basis, where DDRM's noise lands, is the official one (a float64 SVD picks other
+    signs and another null-space basis)."""
+    return axis_svd(torch.from_numpy(axis_matrix(mode, n, factor)).float())
 
 
 class SeparableResize(LinearOperator):
@@ -129,6 +144,19 @@ class SeparableResize(LinearOperator):
     def forward(self, x: Tensor) -> Tensor:
         wh, ww = self._axis(x.shape[-2], x).w, self._axis(x.shape[-1], x).w
         return wh @ x @ ww.T
+
+    def svd(self, shape: Sequence[int], device: Optional[torch.device] = None,
+            dtype: torch.dtype = torch.float32) -> SeparableSVD:
+        """SVD form for images of shape ``(..., C, H, W)`` (operators/svd.py), laid out as DDRM's
+        ``SRConv``: each channel's measured ``ceil(H/s) x ceil(W/s)`` block first, channels interleaved.
+        Factors in float32 (the official ones), cast to ``dtype``."""
+        c, h, w = (int(v) for v in shape[-3:])
+
+        def build() -> SeparableSVD:
+            axes = [axis_svd32(self.mode, n, self.scale_factor) for n in (h, w)]
+            order = block_order(axes[0][1], axes[1][1], h, w).to(device)
+            return SeparableSVD(cast(axes[0], device, dtype), cast(axes[1], device, dtype), c, order)
+        return cached_svd(self, (c, h, w, device, dtype), build)
 
     def _in_size(self, y: Tensor) -> tuple[int, int]:
         # Output sizes are ceil(n/s), so y alone does not fix n: use image_size, else n = s * m.

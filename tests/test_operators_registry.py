@@ -18,6 +18,7 @@ CONFIGS = {
     "motion_blur": {"kernel_size": 15, "intensity": 0.5, "seed": 11},
     "inpainting": {"mask_type": "random", "image_size": [32, 32], "mask_prob_range": [0.3, 0.7], "seed": 4},
     "colorization": {},
+    "ddrm_deblurring": {"image_size": 32},
     "phase_retrieval": {"oversample": 2.0},
     "low_light": {"image_size": [32, 32], "f_init": 0.3, "M_init": 0.01},
     "hdr": {"image_size": 32, "seed": 2},
