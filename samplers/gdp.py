@@ -93,7 +93,11 @@ class GDP(Sampler):
         return height * width / (h * w)
 
     def _blind_params(self, op: Any) -> List[torch.nn.Parameter]:
-        return [p for p in op.parameters() if p.requires_grad] if self.blind else []
+        """The operator's trainable parameters when blind; an operator without `parameters()` (any
+        object with the protocol's five members is an operator) has none to update."""
+        if not self.blind or not callable(getattr(op, "parameters", None)):
+            return []
+        return [p for p in op.parameters() if p.requires_grad]
 
     def guidance_terms(self, op: Any, y: torch.Tensor, v: torch.Tensor, ratio: float = 1.0,
                  offset: Optional[Tuple[int, int]] = None) -> Tuple[torch.Tensor, Tuple[torch.Tensor, ...]]:

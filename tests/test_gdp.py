@@ -158,3 +158,44 @@ def test_gdp_approaches_exact_posterior(gmm_cases, case: str) -> None:  # noqa: 
     model, cases = gmm_cases
     op, y, ref, bound = cases[case]
     assert _swd(build_sampler("gdp", scale=30.0, clip_denoised=False), model, op, y, ref) < bound
+
+
+class PlainMatrix:
+    """An operator as the protocol defines it: five members on a plain object (no nn.Module, no
+    parameters())."""
+
+    is_linear = True
+
+    def __init__(self, A: torch.Tensor, shape: tuple) -> None:
+        self.A, self.shape = A, shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.A.T
+
+    def transpose(self, y: torch.Tensor) -> torch.Tensor:
+        return (y @ self.A).reshape(-1, *self.shape)
+
+    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+        return (y @ torch.linalg.pinv(self.A).T).reshape(-1, *self.shape)
+
+    def prox(self, z: torch.Tensor, y: torch.Tensor, rho: float) -> torch.Tensor:
+        lhs = self.A.T @ self.A + rho * torch.eye(self.A.shape[1], dtype=self.A.dtype)
+        return torch.linalg.solve(lhs, (y @ self.A + rho * z.flatten(1)).T).T.reshape(-1, *self.shape)
+
+
+@pytest.mark.parametrize("blind", [True, False])
+def test_gdp_on_a_plain_operator_object(blind: bool) -> None:
+    """GDP (blind by default) runs on an operator object without parameters(), and gives exactly
+    the output it gives on the same matrix as a MatrixOperator (which has no trainable parameters)."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(5, 12, generator=g, dtype=torch.float64)
+    prior = GaussianMixture.random((3, 2, 2), 3, torch.Generator().manual_seed(0))
+    model = GaussianMixtureDenoiser(prior, GaussianDiffusion.from_config().alphas_cumprod)
+    y = torch.randn(1, 5, generator=g, dtype=torch.float64)
+    plain, module = PlainMatrix(A, (3, 2, 2)), MatrixOperator(A, (3, 2, 2))
+    assert not hasattr(plain, "parameters")
+    outs = [build_sampler("gdp", scale=30.0, steps=20, blind=blind).sample(
+        model, op, y, shape=(1, 3, 2, 2), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        for op in (plain, module)]
+    assert outs[0].shape == (1, 3, 2, 2) and torch.isfinite(outs[0]).all()
+    assert (outs[0] - outs[1]).abs().max().item() < 1e-12
