@@ -7,12 +7,13 @@ Conventions follow the papers' code, which differ for asymmetric kernels:
 * ``boundary="circular"`` (DiffPIR): true convolution with wrap-around, kernel centred at
   ``floor(k/2)`` (``scipy.ndimage.convolve(mode='wrap')`` / ``p2o``), optionally followed by
   keeping pixels ``[0::s, 0::s]``. prox is the closed form of Zhao et al. 2016 (FFT).
+A rank-one (separable) kernel also gives an SVD form, with either boundary (``KernelOperator.svd``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from operators.base import LinearOperator, Rho, check_number, numpy_rng, pinv_cu
 from operators.fft import block_mean, circular_conv, p2o, upsample_zeros
 from operators.kernels import (bicubic_sr_kernel, bicubic_table_kernel, gaussian_kernel, load_kernel,
                                motion_kernel, save_kernel, table_kernel, uniform_kernel)
+from operators.svd import SeparableSVD, axis_svd, block_order, cached_svd, cast
 
 
 class KernelOperator(LinearOperator):
@@ -38,6 +40,46 @@ class KernelOperator(LinearOperator):
     def save_kernel(self, path: Union[str, Path]) -> None:
         """Write the kernel to ``.npy``; ``kernel_path`` reloads it."""
         save_kernel(path, self.kernel.cpu().numpy())
+
+    def axis_matrix(self, taps: np.ndarray, n: int) -> np.ndarray:
+        """The matrix of one axis for a 1-D kernel ``taps`` (separable kernels)."""
+        raise NotImplementedError
+
+    def separable_taps(self) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        """``(k_rows, k_cols)`` with ``kernel = outer(k_rows, k_cols)`` (rank one: second singular value
+        at most ``SEPARABLE_RTOL`` of the first; both sum positive), else None."""
+        u, s, vt = np.linalg.svd(self.kernel.cpu().numpy())
+        if len(s) > 1 and s[1] > SEPARABLE_RTOL * s[0]:
+            return None
+        sign = 1.0 if u[:, 0].sum() >= 0 else -1.0
+        return sign * np.sqrt(s[0]) * u[:, 0], sign * np.sqrt(s[0]) * vt[0]
+
+    def svd_unavailable(self) -> Optional[str]:
+        """Why there is no SVD form (None when the kernel is separable)."""
+        if self.separable_taps() is None:
+            return f"{self.name or type(self).__name__!r} has a kernel of rank > 1 (not separable): no SVD form"
+        return None
+
+    def svd(self, shape: Sequence[int], device: Optional[torch.device] = None,
+            dtype: torch.dtype = torch.float32) -> SeparableSVD:
+        """SVD form (operators/svd.py) of a separable kernel for images ``(..., C, H, W)``: per-axis
+        SVDs in float64, each channel's coefficients by decreasing singular value, values below
+        ``pinv_cutoff(dtype)`` times the largest left unmeasured."""
+        c, h, w = (int(v) for v in shape[-3:])
+
+        def build() -> SeparableSVD:
+            taps = self.separable_taps()
+            if taps is None:
+                raise ValueError(self.svd_unavailable())
+            axes = [axis_svd(torch.from_numpy(self.axis_matrix(k, n))) for k, n in zip(taps, (h, w))]
+            products = (axes[0][1][:, None] * axes[1][1][None, :]).flatten()
+            rank = int((products > pinv_cutoff(dtype) * products.max()).sum())
+            order = block_order(axes[0][1], axes[1][1], h, w, by_value=True).to(device)
+            return SeparableSVD(cast(axes[0], device, dtype), cast(axes[1], device, dtype), c, order, rank=rank)
+        return cached_svd(self, (c, h, w, device, dtype), build)
+
+
+SEPARABLE_RTOL = 1e-6  # float32-stored Gaussian kernels have rank-one residuals near 1e-8
 
 
 def reflect_index(n: int, pad: int, device: torch.device) -> Tensor:
@@ -59,6 +101,17 @@ class ReflectConvolution(KernelOperator):
         if ph >= x.shape[-2] or pw >= x.shape[-1]:
             raise ValueError(f"reflect padding {ph}x{pw} needs an image larger than the pad, got {tuple(x.shape[-2:])}")
         return ph, pw
+
+    def axis_matrix(self, taps: np.ndarray, n: int) -> np.ndarray:
+        """``(n, n)``: ``y_i = sum_t taps[t] x[r(i + t - k//2)]``, r the reflection without edge repeat."""
+        k = len(taps)
+        if k // 2 >= n:
+            raise ValueError(f"reflect padding {k // 2} needs an image larger than the pad, got {n}")
+        matrix = np.zeros((n, n))
+        cols = reflect_index(n, k // 2, torch.device("cpu")).numpy()
+        for t, tap in enumerate(taps):
+            np.add.at(matrix, (np.arange(n), cols[np.arange(n) + t]), tap)
+        return matrix
 
     def _weight(self, x: Tensor) -> Tensor:
         return self._kernel(x).expand(x.shape[1], 1, *self.kernel.shape)
@@ -88,6 +141,16 @@ class CircularBlurDecimation(KernelOperator):
     def __init__(self, kernel: np.ndarray, scale_factor: int = 1) -> None:
         super().__init__(kernel)
         self.scale_factor = positive_int(scale_factor, "scale_factor")
+
+    def axis_matrix(self, taps: np.ndarray, n: int) -> np.ndarray:
+        """``(n / s, n)``: rows ``0::s`` of the circular convolution ``y_i = sum_t taps[t] x[(i - t + k//2) mod n]``."""
+        if n % self.scale_factor:
+            raise ValueError(f"image size {n} is not a multiple of scale_factor={self.scale_factor}")
+        matrix = np.zeros((n, n))
+        rows = np.arange(n)
+        for t, tap in enumerate(taps):
+            np.add.at(matrix, (rows, (rows - t + len(taps) // 2) % n), tap)
+        return matrix[::self.scale_factor]
 
     def _otf(self, shape: tuple[int, int], like: Tensor) -> Tensor:
         s = self.scale_factor

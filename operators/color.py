@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from operators.base import LinearOperator, Rho, rho_view
+from operators.svd import ChannelMixSVD, axis_svd, cached_svd, cast
 
 WEIGHTS = (0.3333, 0.3334, 0.3333)  # DDRM's Colorization weights h
 
@@ -51,3 +52,16 @@ class Colorization(LinearOperator):
         """Sherman-Morrison per pixel: ``x = z + h (y - h.z) / (||h||^2 + rho)``."""
         h, r = self._h(z), rho_view(rho, z)
         return z + h * (y - (h * z).sum(dim=1, keepdim=True)) / ((h * h).sum() + r)
+
+    def svd(self, shape: Sequence[int], device: Optional[torch.device] = None,
+            dtype: torch.dtype = torch.float32) -> ChannelMixSVD:
+        """SVD form for images of shape ``(..., 3, H, W)`` (operators/svd.py): DDRM's ``Colorization``,
+        ``torch.svd`` of the float32 row ``h`` and component-major V-space."""
+        c, h, w = (int(v) for v in shape[-3:])
+        if c != 3:
+            raise ValueError(f"colorization expects 3 input channels, got {c}")
+
+        def build() -> ChannelMixSVD:
+            factors = cast(axis_svd(torch.tensor([self.weights], dtype=torch.float32)), device, dtype)
+            return ChannelMixSVD(*factors, (h, w))
+        return cached_svd(self, (h, w, device, dtype), build)

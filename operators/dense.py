@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
-from operators.base import LinearOperator, Rho, rho_view
+from operators.base import LinearOperator, Rho, pinv_cutoff, rho_view
+from operators.svd import DenseSVD, cached_svd
 
 
 class MatrixOperator(LinearOperator):
@@ -39,6 +40,14 @@ class MatrixOperator(LinearOperator):
         rhs = y.to(torch.float64) @ self.A + r * z.flatten(1).to(torch.float64)
         x = torch.linalg.solve(lhs, rhs[..., None])[..., 0]
         return x.reshape(len(z), *self.shape).to(z.dtype)
+
+    def svd(self, shape: Sequence[int], device: Any = None, dtype: torch.dtype = torch.float64) -> DenseSVD:
+        """SVD form (operators/svd.py), factored in float64; singular values below ``pinv_cutoff``
+        (float64) times the largest are dropped."""
+        if tuple(shape[-len(self.shape):]) != self.shape:
+            raise ValueError(f"the matrix acts on images of shape {self.shape}, got {tuple(shape)}")
+        return cached_svd(self, (device, dtype), lambda: DenseSVD(self.A, self.shape, pinv_cutoff(torch.float64),
+                                                                  device, dtype))
 
 
 def selection_matrix(d: int, keep: Tensor) -> Tensor:

@@ -11,6 +11,7 @@ from PIL import Image
 from torch import Tensor
 
 from operators.base import LinearOperator, Rho, numpy_rng, pair, positive_int, rho_view
+from operators.svd import SelectionSVD, cached_svd
 
 MASK_TYPES = ("box", "random", "extreme", "file")
 
@@ -70,6 +71,15 @@ class Inpainting(LinearOperator):
         """Elementwise closed form ``(m y + rho z) / (m + rho)``."""
         m, r = self._mask(z), rho_view(rho, z)
         return (m * y + r * z) / (m + r)
+
+    def svd(self, shape: Sequence[int], device: Optional[torch.device] = None,
+            dtype: torch.dtype = torch.float32) -> SelectionSVD:
+        """SVD form for images of shape ``(..., C, H, W)`` (operators/svd.py; DDRM's ``Inpainting``
+        layout: observed entries first, singular values 1)."""
+        c, h, w = (int(v) for v in shape[-3:])
+        if (h, w) != tuple(self.mask.shape[-2:]):
+            raise ValueError(f"inpainting mask is {tuple(self.mask.shape[-2:])}, image is {(h, w)}")
+        return cached_svd(self, (c, device, dtype), lambda: SelectionSVD(self.mask[0, 0].to(device, dtype), c))
 
     def save_mask(self, path: Union[str, Path]) -> None:
         """Write the mask as an 8-bit PNG (white = observed); ``mask_path`` reloads it."""

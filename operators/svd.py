@@ -190,11 +190,12 @@ class DenseSVD(SVD):
     """A dense ``(m, d)`` matrix acting on flattened images: ``torch.linalg.svd``, singular values
     below ``cutoff * max`` dropped (their directions count as unmeasured)."""
 
-    def __init__(self, matrix: Tensor, image_shape: Sequence[int], cutoff: float) -> None:
-        u, s, vh = torch.linalg.svd(matrix, full_matrices=True)
+    def __init__(self, matrix: Tensor, image_shape: Sequence[int], cutoff: float, device: Any = None,
+                 dtype: torch.dtype = torch.float64) -> None:
+        u, s, vh = torch.linalg.svd(matrix.cpu(), full_matrices=True)
         rank = int((s > cutoff * s.max()).sum())
-        self.u, self.vh = u[:, :rank], vh
-        super().__init__(s[:rank], image_shape)
+        self.u, s, self.vh = cast((u[:, :rank], s[:rank], vh), device, dtype)
+        super().__init__(s, image_shape)
 
     def Vt(self, x: Tensor) -> Tensor:  # noqa: N802
         return x.flatten(1) @ self.vh.T
