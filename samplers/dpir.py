@@ -161,12 +161,13 @@ class DPIR(Sampler):
             first, x = self.steps - 1, self.initial_state(shape, op, y, sigma, generator, y.device, dtype)
         else:
             first, x = start[0], start[1].to(y.device, dtype)
-        y01, z = ((y + 1) / 2).to(torch.float64), (x + 1) / 2
+        y01 = ((y + 1) / 2).to(torch.float64)
         indices: List[int] = list(range(first, -1, -1))
         for i in tqdm(indices, desc=self.name, leave=False, disable=not progress, total=self.steps,
                       initial=self.steps - len(indices)):
             k = self.steps - 1 - i
-            x01 = op.prox(z.to(torch.float64), y01, rhos[k]).to(dtype)       # data step (Eq. 7a)
+            # The iterate is kept on [-1, 1] (what callbacks see and resume from), mapped each time.
+            x01 = op.prox(((x + 1) / 2).to(torch.float64), y01, rhos[k]).to(dtype)  # data step (Eq. 7a)
             mode = k % 8 if self.x8 else 0
             with torch.no_grad():                                            # prior step (Eq. 7b)
                 z = augment_inverse(denoise(augment(x01, mode), sigmas[k]), mode).to(dtype)
