@@ -162,7 +162,8 @@ class DDNM(Sampler):
                start: Optional[Tuple[int, torch.Tensor]] = None) -> torch.Tensor:
         """Run the visits and return the last state (not clamped, as the code returns it).
 
-        Indices count visits down: `callback(i, x_t, x0_ddnm)` after visit len(visits) - 1 - i, only
+        Indices count visits down: `callback(i, x_t, x0_ddnm)` (the latest denoising visit's x0_ddnm)
+        after visit len(visits) - 1 - i, only
         where the next visit is a denoising one (a travel visit needs the x0 of the visit before it,
         which x_t does not hold), so every state a callback sees can be resumed by `start` = (i - 1, x_t).
         """
@@ -180,12 +181,12 @@ class DDNM(Sampler):
             i, j = self.visits[n - 1 - first_index]
             if j > i:
                 raise ValueError(f"ddnm cannot resume at visit index {first_index}: it is a time-travel visit")
-        x0_t = x
+        x0_t = x0_hat = x
         for k in tqdm(range(n - 1 - first_index, n), desc=self.name, leave=False, disable=not progress,
                       total=n, initial=n - 1 - first_index):
             i, j = self.visits[k]
-            if j > i:
-                x, x0_hat = self.travel(x0_t, j, generator), x0_t
+            if j > i:  # x0_hat stays the latest x0_ddnm, the estimate a callback shows
+                x = self.travel(x0_t, j, generator)
             else:
                 x, x0_t, x0_hat = self.denoise(model, x, i, j, op, y.to(dtype), sigma, generator)
             self._check_finite(x, x0_hat, i)

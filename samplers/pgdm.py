@@ -10,8 +10,9 @@ A DDIM step whose x0 prediction is pushed along the vector-Jacobian product of t
 Per step t -> s (a = abar_t, a' = abar_s; code L36-99):
   1. eps = model(x_t, t), x0 = (x_t - sqrt(1 - a) eps) / sqrt(a), not clamped (clip_denoised false);
   2. g by one VJP through the network;  the guidance moves x0 by d = scale kappa_t g with
-     kappa_t = sqrt(a) ("pinv": the code's weight) or (1 - a) / sqrt(a) ("noisy": Tweedie's
-     x0 shift for the conditional score, E[x0 | x_t, y] - E[x0 | x_t] = (1 - a) / sqrt(a) grad log p(y | x_t));
+     kappa_t = sqrt(a) (the code's weight) for "pinv" and sqrt(a) r_t^2 for "noisy": the same weight
+     on r_t^2 A^T (r_t^2 A A^T + sigma_y^2 I)^{-1}, which is A^+ for sigma_y = 0, so the two forms
+     agree on noiseless y (the paper's own step weight was not re-read here);
   3. replace_observed (the code's in2 inpainting, L88-90): x0 <- (I - A^+ A) x0 + A^+ y and
      g <- (I - A^+ A) g (for a 0/1 mask: x0 (1 - m) + y m and g (1 - m), bit for bit);
   4. c1 = eta sqrt((1 - a / a')(1 - a') / (1 - a)), c2 = sqrt(1 - a' - c1^2) (DDIM, L41-42);
@@ -112,7 +113,7 @@ class PiGDM(Sampler):
             v = self.guidance_vector(op, y, x0.detach(), a, sigma)
             (g,) = torch.autograd.grad(x0, x_t, grad_outputs=v)  # (d x0_hat / d x_t)^T v: one backward pass
         x0, x_t = x0.detach(), x_t.detach()
-        kappa = math.sqrt(a) if self.guidance == "pinv" else (1 - a) / math.sqrt(a)
+        kappa = math.sqrt(a) if self.guidance == "pinv" else math.sqrt(a) * (1 - a)  # r_t^2 = 1 - a
         if self.replace_observed:
             x0 = x0 - op.pinv(op.forward(x0)) + op.pinv(y)
             g = g - op.pinv(op.forward(g))
