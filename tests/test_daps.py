@@ -4,6 +4,7 @@ Gaussian-mixture posterior. The official code's output is replayed in tests/test
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,12 +12,15 @@ import torch
 from guided_diffusion.analytic import GaussianMixture, GaussianMixtureDenoiser, sliced_wasserstein
 from guided_diffusion.diffusion import GaussianDiffusion, vp_alphas_cumprod, vp_timestep
 from operators import MatrixOperator, build_operator
+from configs import load_config
+from guided_diffusion import TINY_FLAGS, create_model
 from samplers import build_sampler
 from samplers.daps import annealing_sigmas, poly_sigmas
 
 from conftest import GMM_CASES, SHAPE, SIGMA
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_vp_edm_mapping() -> None:
@@ -138,3 +142,19 @@ def test_gaussian_mixture_posterior(gmm_cases, case: str) -> None:
     x = sampler.sample(model, op, y, sigma=SIGMA, shape=(len(ref), *SHAPE), generator=torch.Generator().manual_seed(4),
                        dtype=torch.float64)
     assert sliced_wasserstein(x, ref) < 0.13
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "daps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_config_runs_on_the_tiny_adm(path) -> None:
+    """Each shipped config, shrunk to 32x32 and 2 x 5 x 2 steps, runs through `sample` on the tiny random ADM."""
+    cfg = load_config(str(path))
+    sampler = build_sampler(**{**cfg["sampler"], "steps": 2, "langevin_steps": 2})
+    spec = dict(cfg["task"]["operator"])
+    spec.update({k: v for k, v in (("box_size", 16), ("margin", 4)) if k in spec})
+    if spec["name"] in ("inpainting", "ddrm_deblurring"):  # built for 256 x 256 images
+        spec["image_size"] = 32
+    op = build_operator(**spec)
+    model = create_model(**TINY_FLAGS).eval().requires_grad_(False)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out = sampler.sample(model, op, op(x), sigma=0.05, shape=tuple(x.shape), generator=torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and bool(torch.isfinite(out).all())

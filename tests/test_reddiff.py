@@ -4,6 +4,7 @@ output is replayed in tests/test_equivalence.py."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,12 +12,15 @@ import torch
 from guided_diffusion.analytic import GaussianMixture, GaussianMixtureDenoiser, sliced_wasserstein
 from guided_diffusion.diffusion import GaussianDiffusion
 from operators import build_operator
+from configs import load_config
+from guided_diffusion import TINY_FLAGS, create_model
 from samplers import build_sampler
 from samplers.reddiff import adam_step, reddiff_timesteps
 
 from conftest import GMM_CASES, SHAPE, SIGMA
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_adam_step_is_torch_adam() -> None:
@@ -124,3 +128,19 @@ def test_gaussian_mixture_posterior(gmm_cases, case: str) -> None:
                        dtype=torch.float64)
     assert sliced_wasserstein(x, ref) < bound
     assert x.std(0).mean() < 0.8 * ref.std(0).mean()
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "reddiff").glob("*.yaml")), ids=lambda p: p.stem)
+def test_config_runs_on_the_tiny_adm(path) -> None:
+    """Each shipped config, shrunk to 32x32 and 2 steps, runs through `sample` on the tiny random ADM."""
+    cfg = load_config(str(path))
+    sampler = build_sampler(**{**cfg["sampler"], "steps": 2})
+    spec = dict(cfg["task"]["operator"])
+    spec.update({k: v for k, v in (("box_size", 16), ("margin", 4)) if k in spec})
+    if spec["name"] in ("inpainting", "ddrm_deblurring"):  # built for 256 x 256 images
+        spec["image_size"] = 32
+    op = build_operator(**spec)
+    model = create_model(**TINY_FLAGS).eval().requires_grad_(False)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out = sampler.sample(model, op, op(x), sigma=0.05, shape=tuple(x.shape), generator=torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and bool(torch.isfinite(out).all())
