@@ -8,7 +8,7 @@ on the [0, 1] scale of the code, N iterations k = 0..N-1:
             rho_k = lambda_ sigma_n^2 / sigma_k^2, sigma_n = max(0.255 / 255, sigma_y)   (utils_pnp.py:27-36)
   data      x <- argmin_x ||y - A x||^2 + rho_k ||x - z||^2     (closed form, `op.prox`; Eq. 7a)
   prior     z <- D(x, sigma_k)                                    (the Gaussian denoiser; Eq. 7b)
-with sigma_1 = model_sigma1 (49), sigma_2 = model_sigma2 (deblur: 255 sigma_y; SR: max(sf, 255 sigma_y)),
+with sigma_1 = model_sigma1 (49), sigma_2 = model_sigma2 (deblur: 255 sigma_n; SR: max(sf, 255 sigma_n)),
 the start z = y (deblur) or the OpenCV-bicubic upsampling of y (SR), and the last z returned.
 The denoiser D is DRUNet (the image and a constant noise-level map sigma_k; the code's test_mode:
 replication padding to a multiple of 16, one call, crop), or the diffusion UNet used as a Gaussian
@@ -99,12 +99,11 @@ class DPIR(Sampler):
     def schedule(self, sigma: float, factor: Optional[int] = None) -> tuple:
         """(sigmas, rhos) for measurement std `sigma` on [-1, 1] (the code's noise_level_model is
         sigma / 2) and SR factor `factor` (None: not SR)."""
-        level = sigma / 2
-        top = self.model_sigma2 if self.model_sigma2 is not None else max(factor or 0, 255 * level)
-        if top <= 0:
-            raise ValueError("dpir: noiseless non-SR data needs model_sigma2 (the code's rule gives 255 sigma = 0)")
-        return dpir_schedule(self.steps, self.model_sigma1, float(top), self.w, self.lambda_,
-                             max(SIGMA_N_FLOOR, level))
+        sigma_n = max(SIGMA_N_FLOOR, sigma / 2)
+        # The code's rule is 255 sigma_y (deblur), max(sf, 255 sigma_y) (SR); noiseless deblurring
+        # would end the log schedule at 0, so the floor sigma_n stands in for sigma_y (0.255).
+        top = self.model_sigma2 if self.model_sigma2 is not None else max(factor or 0, 255 * sigma_n)
+        return dpir_schedule(self.steps, self.model_sigma1, float(top), self.w, self.lambda_, sigma_n)
 
     def denoiser_of(self, model: Model) -> Callable[[torch.Tensor, float], torch.Tensor]:
         """D(x, s): x (B, C, H, W) on [0, 1], noise std s on [0, 1] -> denoised x on [0, 1]."""
@@ -114,7 +113,8 @@ class DPIR(Sampler):
             raise ValueError(f"dpir: denoiser {kind!r} but the model is {'a DRUNet' if is_drunet else 'not a DRUNet'}")
         if kind == "drunet":
             if self.patch_size is not None:
-                raise ValueError("dpir: DRUNet runs on the whole image (any size); patch_size is for the diffusion UNet")
+                raise ValueError("dpir: DRUNet runs on the whole image (any size); patch_size is for "
+                                 "the diffusion UNet")
             return lambda x, s: _drunet(model, x, s)
         return lambda x, s: self._diffusion_denoise(model, x, s)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -18,6 +20,7 @@ from samplers.dpir import augment, augment_inverse, dpir_schedule
 from test_equivalence import load_case, operator, rel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+REPO = Path(__file__).resolve().parents[1]
 FILES = ("dpir_deblur_gauss", "dpir_sr4")
 
 
@@ -160,3 +163,33 @@ def test_refusals(drunet64) -> None:
     with pytest.raises(ValueError, match="denoiser 'diffusion' but the model is a DRUNet"):
         build_sampler("dpir", denoiser="diffusion").sample(drunet64, operator(case), case["y"].double(), sigma=0.1,
                                                            shape=case["image"].shape)
+
+
+@pytest.mark.parametrize("config,extra", [
+    ("ffhq_gaussian_deblur_noisy.yaml", ["task.operator.kernel_size=9"]),
+    ("ffhq_sr4_noiseless.yaml", []),
+    ("ffhq_motion_deblur_noisy_drunet.yaml", ["task.operator.kernel_size=9", "model.flags.image_size=32"]),
+])
+def test_configs_run_on_stand_in_weights(config: str, extra: list, tmp_path, tiny_checkpoint) -> None:
+    """A table config (diffusion UNet: the tiny random ADM) and a DRUNet config (a small random
+    DRUNet saved as a plain state dict, recognised by layout) run end to end at 32x32, 2 iterations."""
+    import numpy as np
+    from PIL import Image
+
+    from configs import load_config
+    from guided_diffusion import DRUNet
+    from runs.restore import run
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for k, pixels in enumerate(np.random.default_rng(0).random((2, 32, 32, 3))):
+        Image.fromarray((pixels * 255).astype("uint8")).save(images / f"img{k}.png")
+    checkpoint = tiny_checkpoint
+    if "drunet" in config:
+        checkpoint = tmp_path / "drunet_color.pth"
+        torch.save(DRUNet(nc=(8, 16, 16, 32), nb=1).state_dict(), checkpoint)
+    overrides = [f"model.checkpoint={checkpoint}", "sampler.steps=2", f"data.input={images}",
+                 f"output={tmp_path / 'out'}", *extra]
+    cfg = load_config(str(REPO / "configs" / "dpir" / config), overrides)
+    report = run(cfg)
+    assert len(report.written) == 2 and not report.failed

@@ -3,6 +3,8 @@
 replayed in tests/test_equivalence.py."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -13,6 +15,7 @@ from operators import MatrixOperator, build_operator
 from samplers import build_sampler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +88,24 @@ def test_refuses_a_nonlinear_operator() -> None:
         sampler.check_task(build_operator("phase_retrieval"))
     assert "\n" not in str(err.value)
     sampler.check_task(build_operator("super_resolution", scale_factor=2))
+
+
+@pytest.mark.parametrize("config", ["ffhq_inpaint_box.yaml", "imagenet_inpaint_random.yaml"])
+def test_configs_run_on_stand_in_weights(config: str, tmp_path, tiny_checkpoint) -> None:
+    """The table configs on the tiny random ADM at 32x32 (mask geometry scaled down), 2 steps."""
+    import numpy as np
+    from PIL import Image
+
+    from configs import load_config
+    from runs.restore import run
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for k, pixels in enumerate(np.random.default_rng(0).random((2, 32, 32, 3))):
+        Image.fromarray((pixels * 255).astype("uint8")).save(images / f"img{k}.png")
+    geometry = ["task.operator.box_size=8", "task.operator.margin=2"] if "box" in config else []
+    overrides = [f"model.checkpoint={tiny_checkpoint}", "sampler.steps=2", f"data.input={images}",
+                 f"output={tmp_path / 'out'}", "task.operator.image_size=32", *geometry]
+    cfg = load_config(str(REPO / "configs" / "mcg" / config), overrides)
+    report = run(cfg)
+    assert len(report.written) == 2 and not report.failed
