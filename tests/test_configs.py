@@ -10,7 +10,7 @@ from operators import OperatorUnavailable, build_operator
 from samplers import build_sampler
 
 REPO = Path(__file__).resolve().parents[1]
-RUN_CONFIGS = sorted(p for sub in ("dps", "dpps", "diffpir", "gdp", "reddiff", "daps", "mcg", "dpir", "demo") for p in (REPO / "configs" / sub).glob("*.yaml"))
+RUN_CONFIGS = sorted(p for sub in ("dps", "dpps", "diffpir", "gdp", "reddiff", "daps", "mcg", "dpir", "ddnm", "pgdm", "ddrm", "demo") for p in (REPO / "configs" / sub).glob("*.yaml"))
 
 
 def test_table_configs_exist() -> None:
