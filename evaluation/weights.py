@@ -28,7 +28,7 @@ def load_state_dict(path: Path, what: str) -> dict:
     """Read a plain tensor state dict with `weights_only=True` (a pickled payload never runs)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or unsafe files
+    except Exception as err:  # torch raises several types for corrupt or unsafe files (Ctrl-C is no Exception)
         raise EvaluationError(f"{path} is not a readable {what} state dict ({type(err).__name__})") from None
     if not isinstance(state, dict):
         raise EvaluationError(f"{path} is not a {what} state dict (got {type(state).__name__})")

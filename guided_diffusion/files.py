@@ -43,9 +43,11 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
             os.fchmod(f.fileno(), default_file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None and err.errno is not None:  # a full disk: name the file
+            raise OSError(err.errno, err.strerror, str(path)) from None
         raise
 
 

@@ -197,6 +197,8 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
         raise CheckpointError(f"refused to load {path}: it is not a plain tensor checkpoint "
                               f"(weights_only=True rejected it: {_first_line(err)})") from None
     except Exception as err:  # torch.load fails on damaged files with many types (KeyError, IndexError, ...)
+        # Ctrl-C / SIGTERM are no Exception (KeyboardInterrupt, SystemExit, runs.Interrupted): an
+        # interrupted read ends as an interruption, never as "cannot read" (a good file re-downloaded).
         # Only RuntimeError / OSError texts say something to a user (a KeyError's is a stray byte).
         detail = f": {_first_line(err)}" if isinstance(err, (RuntimeError, OSError)) else ""
         raise CheckpointError(f"cannot read {path} (truncated or not a torch checkpoint{detail}); "

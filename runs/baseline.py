@@ -38,22 +38,25 @@ def run(cfg: Dict[str, Any], output: Optional[str] = None, overwrite: bool = Fal
     device = pick_device(cfg["device"])
     op = op.to(device)
     report = RunReport(folder=folder.root)
-    for k, path in enumerate(tqdm(files, desc=method, unit="image")):
-        if is_done(folder.root / "recon" / f"{path.stem}.png"):
-            report.already_done += 1
-            continue
-        try:
-            x = load_image(path, size, cfg["data"]["resize"], cfg["data"]["max_pixels"])[None].to(device)
-        except (ValueError, OSError) as err:
-            report.failed[path.name] = f"skipped, cannot use the file: {str(err).splitlines()[0]}"
-            continue
-        y = measure(op, noise, x, generators(cfg["seed"], [k], NOISE_STREAM, device))
-        write_image(op.visualize(y)[0] * 2 - 1, folder.path(f"input/{path.stem}.png"))
-        write_image(x[0], folder.path(f"label/{path.stem}.png"))
-        write_image(classical_restore(op, y)[0], folder.path(f"recon/{path.stem}.png"))
-        report.written.append(folder.root / "recon" / f"{path.stem}.png")
     try:
-        write_comparison(folder)
-    except OSError as err:  # a figure is not a result: the restorations stay, the run succeeds
-        report.warnings.append(f"comparison.png not written: {err.strerror or err}")
+        for k, path in enumerate(tqdm(files, desc=method, unit="image")):
+            if is_done(folder.root / "recon" / f"{path.stem}.png"):
+                report.already_done += 1
+                continue
+            try:
+                x = load_image(path, size, cfg["data"]["resize"], cfg["data"]["max_pixels"])[None].to(device)
+            except (ValueError, OSError) as err:
+                report.failed[path.name] = f"skipped, cannot use the file: {str(err).splitlines()[0]}"
+                continue
+            y = measure(op, noise, x, generators(cfg["seed"], [k], NOISE_STREAM, device))
+            write_image(op.visualize(y)[0] * 2 - 1, folder.path(f"input/{path.stem}.png"))
+            write_image(x[0], folder.path(f"label/{path.stem}.png"))
+            write_image(classical_restore(op, y)[0], folder.path(f"recon/{path.stem}.png"))
+            report.written.append(folder.root / "recon" / f"{path.stem}.png")
+        try:
+            write_comparison(folder)
+        except OSError as err:  # a figure is not a result: the restorations stay, the run succeeds
+            report.warnings.append(f"comparison.png not written: {err.strerror or err}")
+    finally:
+        folder.release()
     return report

@@ -12,6 +12,7 @@ from typing import Callable, Mapping, Optional
 from configs import ConfigError
 from guided_diffusion import CheckpointError
 
+from . import lock
 from .interrupt import Interrupted, Progress, interruptible
 
 
@@ -25,7 +26,8 @@ def print_failures(what: str, failures: Mapping[str, str]) -> None:
 def exit_status(action: Callable[[], int], progress: Optional[Progress] = None, prefix: str = "",
                 resume: str = "run the same command to resume") -> int:
     """Run `action` (returning its exit status) with Ctrl-C / SIGTERM caught; every refusal or
-    failure becomes one line on stderr. `prefix` goes before config errors (the config file)."""
+    failure becomes one line on stderr. `prefix` goes before config errors (the config file).
+    The run folders the action claimed are free for other runs afterwards (`runs.lock`)."""
     try:
         with interruptible():
             return action()
@@ -40,3 +42,5 @@ def exit_status(action: Callable[[], int], progress: Optional[Progress] = None, 
         where = f" at {progress.where()}" if progress is not None else ""
         print(f"interrupted{where}; {resume}", file=sys.stderr)
         return err.exit_status
+    finally:
+        lock.release_all()

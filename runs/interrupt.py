@@ -2,17 +2,21 @@
 
 `interruptible()` turns SIGTERM into the same `Interrupted` exception as Ctrl-C, so `finally`
 blocks run (the sampling state is saved) and the script's main prints where the run stopped.
-`Progress` is where the run says what it is doing, for that line.
+`Interrupted` is, like KeyboardInterrupt, no `Exception`: the `except Exception` that turns a
+damaged file into one line (a checkpoint, a saved state) lets it through. `Progress` is where the
+run says what it is doing, for that line. `quiet_start()` covers the seconds before that handling
+starts (imports of torch and the rest): this module imports nothing heavy, nor does `runs`.
 """
 from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):
     """The run was stopped by a signal; `signum` is SIGINT or SIGTERM."""
 
     def __init__(self, signum: int):
@@ -53,3 +57,15 @@ def interruptible() -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def quiet_start() -> None:
+    """Until `interruptible()` takes over, Ctrl-C and SIGTERM end the command with one line and
+    128 + signal instead of a traceback from inside an import (call it first thing in a script's
+    `__main__`); nothing has been written by then."""
+    def handler(signum: int, frame) -> None:
+        print("interrupted while starting, before any work", file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)

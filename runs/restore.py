@@ -37,13 +37,14 @@ from guided_diffusion.files import atomic_write_text
 from guided_diffusion.image_io import load_image, make_grid, save_image
 from guided_diffusion.runtime import ModelRunner
 from samplers import NonFiniteError, build_sampler
+from samplers.base import prior_samplers
 from samplers.dps import with_noise_model
 
 from .cli import print_failures
 from .comparison import write_comparison
 from .folder import RunFolder, RunFolderError
 from .interrupt import Progress
-from .resume import TrajectoryStates, first_difference, restore_state
+from .resume import TrajectoryStates, first_difference
 from .task import NOISE_STREAM, SAMPLER_STREAM, build_task, dry_run, generators, input_files, measure
 
 CONFIG = "config.yaml"
@@ -99,19 +100,28 @@ def claim_output(cfg: Dict[str, Any], overwrite: bool, rank: Rank, inputs: Seque
     root = output or cfg["output"]
     if rank.rank != 0:
         barrier(rank)
-        return RunFolder.claim(root, kind, inputs, clean_temporary=False)
+        return RunFolder.claim(root, kind, inputs, clean_temporary=False, join=True)
     run = RunFolder.claim(root, kind, inputs, overwrite, clean_temporary=rank.world_size == 1)
-    images = [p for p in run.outputs() if p.suffix == ".png"]
-    saved = None if overwrite else _saved_config_or_none(run, images)
-    if saved is not None:
-        diff = first_difference(saved, cfg)
-        if diff and images:
-            key, old, new = diff
-            raise RunFolderError(f"{run.root} holds a run made with {key} = {old!r}, not {new!r}; "
-                                 f"use the same value to continue it, --overwrite to replace it, or another output")
-        if diff:
-            run.remove_outputs()
-    atomic_write_text(run.path(CONFIG), yaml.safe_dump(cfg, sort_keys=False))
+    try:
+        images = [p for p in run.outputs() if p.suffix == ".png"]
+        saved = None if overwrite else _saved_config_or_none(run, images)
+        if saved is not None:
+            diff = first_difference(saved, cfg)
+            if diff and images:
+                key, old, new = diff
+                raise RunFolderError(f"{run.root} holds a run made with {key} = {old!r}, not {new!r}; use the "
+                                     f"same value to continue it, --overwrite to replace it, or another output")
+            if diff:
+                states = len(run.state_files())
+                run.remove_outputs()
+                if states:
+                    key, old, new = diff
+                    print(f"warning: dropped {states} saved mid-trajectory state(s) in {run.root}: they were made "
+                          f"with {key} = {old!r}, not {new!r}; the run starts again", file=sys.stderr)
+        atomic_write_text(run.path(CONFIG), yaml.safe_dump(cfg, sort_keys=False))
+    except BaseException:
+        run.release()
+        raise
     barrier(rank)
     return run
 
@@ -155,10 +165,10 @@ class BatchRunner:
                  sigma: float = 0.0) -> torch.Tensor:
         """x_0 of images ks (global indices); raises NonFiniteError for a diverging batch."""
         gens = generators(self.cfg["seed"], ks, SAMPLER_STREAM, self.device)
-        saved = self.states.load(ks)
-        start = restore_state(saved, gens, op) if saved is not None else None
-        save_state = self.states.saver(ks, gens, op)
         total = self.sampler.diffusion.num_timesteps
+        dtype = y.dtype if y is not None and y.is_floating_point() else torch.float32
+        start = self.states.resume(ks, shape, dtype, total, gens, op)
+        save_state = self.states.saver(ks, gens, op)
         self.progress.steps = total
 
         def callback(i: int, x_t: torch.Tensor, x0_hat: torch.Tensor) -> None:
@@ -182,13 +192,19 @@ class BatchRunner:
     def forget(self, ks: List[int]) -> None:
         self.states.clear(ks)
 
-    def plan(self, mine: List[int], pending: List[int], batch_size: int) -> List[List[int]]:
+    def plan(self, mine: List[int], pending: List[int], batch_size: int,
+             total: Optional[int] = None) -> List[List[int]]:
         """Batches of the pending images: saved mid-trajectory batches first (whatever the batch
         size now), then the rest in order. The saved state of a batch of this shard that is partly
-        written (a kill between two images' files) is dropped: its other images are redone."""
-        first = []
-        for saved in self.states.saved_batches():
-            if set(saved) <= set(pending):
+        written (a kill between two images' files) is dropped: its other images are redone; so is
+        a state naming an image past the run's `total`, or one sharing an image with an earlier state."""
+        first: List[List[int]] = []
+        for saved in self.states.saved_batches(total):
+            earlier = next((b for b in first if set(b) & set(saved)), None)
+            if earlier is not None:
+                self.states.drop(self.states.path_of(saved),
+                                 f"it shares images with {self.states.path_of(earlier).name}")
+            elif set(saved) <= set(pending):
                 first.append(saved)
             elif set(saved) <= set(mine):
                 self.states.clear(saved)
@@ -259,7 +275,7 @@ def restore(cfg: Dict[str, Any], files: List[Path], runner: BatchRunner, model, 
         runner.forget(ks)
 
     runner.progress.total = len(mine)
-    for ks in tqdm(runner.plan(mine, pending, cfg["batch_size"]), desc="images", unit="batch"):
+    for ks in tqdm(runner.plan(mine, pending, cfg["batch_size"], len(files)), desc="images", unit="batch"):
         loaded = [(k, img) for k, img in ((k, load(k)) for k in ks) if img is not None]
         for shape in dict.fromkeys(img.shape for _, img in loaded):  # one size per batch (data.resize keep)
             group = [(k, img) for k, img in loaded if img.shape == shape]
@@ -279,7 +295,7 @@ def sample_prior(cfg: Dict[str, Any], runner: BatchRunner, model, run: RunFolder
     pending = [k for k in mine if not is_done(run.root / "samples" / f"{k:05d}.png")]
     report.already_done = len(mine) - len(pending)
     runner.progress.total = len(mine)
-    for ks in tqdm(runner.plan(mine, pending, cfg["batch_size"]), desc="samples", unit="batch"):
+    for ks in tqdm(runner.plan(mine, pending, cfg["batch_size"], cfg["num_samples"]), desc="samples", unit="batch"):
         runner.progress.image = mine.index(ks[0]) + 1
         try:
             with torch.no_grad():
@@ -313,6 +329,9 @@ def run(cfg: Dict[str, Any], overwrite: bool = False, progress: Optional[Progres
     except (TypeError, ValueError) as err:
         raise ConfigError(f"sampler: {err}") from None
     op, noise = build_task(cfg)
+    if op is None and sampler.needs_operator:
+        raise ConfigError(f"sampler: {sampler.name} restores a measurement, so it needs task.operator (none is "
+                          f"set); only {' and '.join(prior_samplers())} sample the prior without one")
     try:
         sampler.check_task(op)
     except ValueError as err:
@@ -323,7 +342,7 @@ def run(cfg: Dict[str, Any], overwrite: bool = False, progress: Optional[Progres
         raise ConfigError(str(err)) from None
     inputs = [resolve_path(cfg["data"]["input"])] if op is not None else []
     files = input_files(cfg) if op is not None else []  # refused before the folder is touched
-    RunFolder.check(cfg["output"], "sample", inputs)
+    RunFolder.check(cfg["output"], "sample", inputs, join=rank.rank != 0)
     device = pick_device(cfg["device"], rank.local_rank if rank.world_size > 1 else None)
     mc = cfg["model"]
     model = ModelRunner(load_model(resolve_path(mc["checkpoint"]), device=device, **mc["flags"]),
@@ -342,10 +361,13 @@ def run(cfg: Dict[str, Any], overwrite: bool = False, progress: Optional[Progres
     states = TrajectoryStates(run_folder, cfg["state_every_steps"], cfg["state_every_minutes"])
     runner = BatchRunner(cfg, sampler, model, device, states, progress)
     report = RunReport(folder=run_folder.root)
-    if op is None:
-        sample_prior(cfg, runner, model, run_folder, rank, report)
-    else:
-        restore(cfg, files, runner, model, op, noise, run_folder, rank, report)
+    try:
+        if op is None:
+            sample_prior(cfg, runner, model, run_folder, rank, report)
+        else:
+            restore(cfg, files, runner, model, op, noise, run_folder, rank, report)
+    finally:
+        run_folder.release()
     return report
 
 

@@ -21,13 +21,18 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
-import torch
-import yaml
-from PIL import Image, ImageDraw
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from runs.interrupt import quiet_start  # noqa: E402
+
+if __name__ == "__main__":
+    quiet_start()  # Ctrl-C during the imports below: one line, not a traceback
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
 from configs import ConfigError, read_yaml_mapping, resolve_path  # noqa: E402
 from guided_diffusion.files import atomic_write, atomic_write_text  # noqa: E402

@@ -16,12 +16,17 @@ from typing import List, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from configs import ConfigError  # noqa: E402
+from runs.interrupt import quiet_start  # noqa: E402
+
+if __name__ == "__main__":
+    quiet_start()  # Ctrl-C during the imports below: one line, not a traceback
+
 from evaluation import EvaluationError, get_table, load_tables  # noqa: E402
 from evaluation.files import refuse_existing  # noqa: E402
 from evaluation.table_figures import table_figure  # noqa: E402
 from evaluation.tables import PUBLISHED  # noqa: E402
 from guided_diffusion.image_io import save_image  # noqa: E402
+from runs.cli import exit_status  # noqa: E402
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -36,16 +41,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     name = f"{args.table}-n{args.limit}" if args.limit else args.table
     out = args.out or Path("results/figures") / f"{name}.png"
-    try:
-        refuse_existing([out], args.overwrite)
-        table = get_table(load_tables(Path(args.published)), args.table)
-        figure, rows, columns = table_figure(table, args.limit, args.results, args.images)
-        save_image(figure, out)
-    except (EvaluationError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {out} ({rows} row(s) x {columns} column(s))")
-    return 0
+
+    def action() -> int:
+        try:
+            refuse_existing([out], args.overwrite)
+            table = get_table(load_tables(Path(args.published)), args.table)
+            figure, rows, columns = table_figure(table, args.limit, args.results, args.images)
+            save_image(figure, out)
+        except EvaluationError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {out} ({rows} row(s) x {columns} column(s))")
+        return 0
+    return exit_status(action, resume="run the command again")
 
 
 if __name__ == "__main__":

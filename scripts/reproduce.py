@@ -16,7 +16,9 @@ records the times (its own share) and evaluates once all have finished.
 `--set` overrides apply to every config (e.g. a local checkpoint path); `--results DIR` moves the
 runs to DIR/<method>/<name>; `--tasks a,b` runs and reports only those tasks' rows (written as
 <table>-a+b.*): a long table can be run task by task, and a last call without it resumes every run
-and reports the whole table with each run's recorded time. `--list` shows the tables.
+and reports the whole table with each run's recorded time. `--list` shows the tables with the rows
+runnable in this checkout (a config whose sampler is registered and accepts its operator) and why
+the others are not; a row whose sampler is not registered is left out of a run with a note.
 """
 from __future__ import annotations
 
@@ -32,20 +34,27 @@ from typing import Any, Dict, List, Optional, Tuple
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from configs import ConfigError, load_config, resolve_path  # noqa: E402
+from runs.interrupt import quiet_start  # noqa: E402
+
+if __name__ == "__main__":
+    quiet_start()  # Ctrl-C during the imports below: one line, not a traceback
+
+from configs import ConfigError, load_config, read_yaml_mapping, resolve_path  # noqa: E402
 from evaluation import Comparison, EvaluationError, Networks, evaluate, get_table, load_tables  # noqa: E402
 from evaluation import pair_images, parse_metrics, run_folder, write_result  # noqa: E402
 from evaluation.evaluator import result_paths  # noqa: E402
 from evaluation.shards import barrier, current_rank  # noqa: E402
 from evaluation.table_figures import table_figure  # noqa: E402
-from evaluation.tables import PUBLISHED, Table, Timing  # noqa: E402
-from guided_diffusion import CheckpointError  # noqa: E402
+from evaluation.tables import PUBLISHED, Row, Table, Timing  # noqa: E402
 from guided_diffusion.files import atomic_write_text  # noqa: E402
 from guided_diffusion.image_io import save_image  # noqa: E402
 from runs import RunFolder  # noqa: E402
+from runs.cli import exit_status  # noqa: E402
 from runs.baseline import run as baseline_run  # noqa: E402
 from runs.restore import run as sample_run  # noqa: E402
 from evaluation.options import add_metric_options, build_networks  # noqa: E402
+from runs.task import build_task  # noqa: E402
+from samplers import build_sampler, list_samplers  # noqa: E402
 
 FIGURE_IMAGES = 2  # image blocks in the table's comparison figure
 TIMING = "wall_time.json"  # in <run>/metrics/
@@ -75,11 +84,43 @@ def row_config(config: str, overrides: List[str], limit: Optional[int], results:
     return cfg
 
 
+def unregistered_sampler(row: Row) -> Optional[str]:
+    """'sampler NAME is not registered' for a sampler row whose config names a sampler this checkout
+    lacks (read before validating the config, which would refuse the name); else None."""
+    if row.kind != "sampler":
+        return None
+    name = (read_yaml_mapping(str(resolve_path(row.config))).get("sampler") or {}).get("name")
+    return None if name in list_samplers() else f"sampler {name!r} is not registered"
+
+
+def row_problem(row: Row) -> Optional[str]:
+    """Why a table row cannot run in this checkout (None when it can): no config, a sampler that is
+    not registered, or a sampler that refuses the config's operator (`Sampler.check_task`)."""
+    if not row.config:
+        return "no config (published only)"
+    missing = unregistered_sampler(row)
+    if missing:
+        return missing
+    cfg = load_config(str(resolve_path(row.config)))
+    if row.kind == "sampler":
+        op, _ = build_task(cfg)
+        try:
+            build_sampler(**cfg["sampler"]).check_task(op)
+        except ValueError as err:
+            return str(err).splitlines()[0]
+    return None
+
+
 def plan(table: Table, overrides: List[str], limit: Optional[int], results: Optional[Path]) -> List[Cell]:
-    """Every run of the table: each row with a config, then each sampler row's variants."""
+    """Every run of the table: each row with a config, then each sampler row's variants. A row
+    whose sampler is not registered in this checkout is left out with a note."""
     cells = []
     for i, row in enumerate(table.rows):
         if not row.config:
+            continue
+        missing = unregistered_sampler(row)
+        if missing:
+            print(f"[{row.label} / {row.task}] not run: {missing}")
             continue
         cfg = row_config(row.config, overrides, limit, results)
         cells.append(Cell(i, "", row.kind, cfg))
@@ -214,40 +255,49 @@ def main(argv: Optional[List[str]] = None) -> int:
     add_metric_options(parser)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    try:
-        tables = load_tables(Path(args.published))
-        if args.list:
-            for name, t in tables.items():
-                print(f"{name}: {t.title} ({sum(1 for r in t.rows if r.config)} runnable of {len(t.rows)} rows)")
-            return 0
-        if not args.table:
-            raise EvaluationError("--table NAME is required (see --list)")
-        if args.limit is not None and args.limit < 1:
-            raise EvaluationError(f"--limit must be >= 1, got {args.limit}")
-        table = select_tasks(get_table(tables, args.table), args.tasks)
-        metrics = parse_metrics(args.metrics or ",".join(table.metrics))
+
+    def action() -> int:
         try:
-            rank = current_rank()
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-        # Rank 0 finds the metric weights before sampling, so a missing file fails in seconds.
-        metrics, networks = metric_networks(args, table, metrics) if rank.rank == 0 else (metrics, None)
-        cells = plan(table, args.overrides, args.limit, args.results)
-        run_cells(table, cells, args.overwrite, rank.rank)
-        barrier(rank)
-        if rank.rank != 0:
-            return 0
-        comparison = measure(table, cells, metrics, networks, args.batch_size)
-        name = table.name + (f"-n{args.limit}" if args.limit else "") + ("-" + "+".join(
-            dict.fromkeys(r.task for r in table.rows)) if args.tasks else "")
-        stem = args.out / name
-        paths = write_outputs(stem, comparison, (args.limit, args.results))
-    except (EvaluationError, ConfigError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(comparison.markdown())
-    print(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - start:.0f} s")
-    return 0
+            tables = load_tables(Path(args.published))
+            if args.list:
+                for name, t in tables.items():
+                    problems = [(r, row_problem(r)) for r in t.rows]
+                    runnable = sum(1 for _, p in problems if p is None)
+                    print(f"{name}: {t.title} ({runnable} runnable of {len(t.rows)} rows)")
+                    for r, problem in problems:
+                        if problem is not None and r.config:
+                            print(f"  not runnable: {r.label} / {r.task}: {problem}")
+                return 0
+            if not args.table:
+                raise EvaluationError("--table NAME is required (see --list)")
+            if args.limit is not None and args.limit < 1:
+                raise EvaluationError(f"--limit must be >= 1, got {args.limit}")
+            table = select_tasks(get_table(tables, args.table), args.tasks)
+            metrics = parse_metrics(args.metrics or ",".join(table.metrics))
+            try:
+                rank = current_rank()
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+            # Rank 0 finds the metric weights before sampling, so a missing file fails in seconds.
+            metrics, networks = metric_networks(args, table, metrics) if rank.rank == 0 else (metrics, None)
+            cells = plan(table, args.overrides, args.limit, args.results)
+            run_cells(table, cells, args.overwrite, rank.rank)
+            barrier(rank)
+            if rank.rank != 0:
+                return 0
+            comparison = measure(table, cells, metrics, networks, args.batch_size)
+            name = table.name + (f"-n{args.limit}" if args.limit else "") + ("-" + "+".join(
+                dict.fromkeys(r.task for r in table.rows)) if args.tasks else "")
+            stem = args.out / name
+            paths = write_outputs(stem, comparison, (args.limit, args.results))
+        except EvaluationError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(comparison.markdown())
+        print(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - start:.0f} s")
+        return 0
+
+    return exit_status(action)
 
 
 if __name__ == "__main__":

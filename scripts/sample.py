@@ -22,6 +22,11 @@ from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from runs.interrupt import quiet_start  # noqa: E402
+
+if __name__ == "__main__":
+    quiet_start()  # Ctrl-C during the imports below: one line, not a traceback
+
 from configs import add_config_arguments, load_config  # noqa: E402
 from runs import Progress  # noqa: E402
 from runs.cli import exit_status  # noqa: E402

@@ -18,11 +18,15 @@ from typing import List, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from configs import ConfigError  # noqa: E402
+from runs.interrupt import quiet_start  # noqa: E402
+
+if __name__ == "__main__":
+    quiet_start()  # Ctrl-C during the imports below: one line, not a traceback
+
 from evaluation import EvaluationError  # noqa: E402
 from evaluation.sweep import classical_sweep, markdown, parse_grid, sweep  # noqa: E402
-from guided_diffusion import CheckpointError  # noqa: E402
 from guided_diffusion.files import atomic_write_text  # noqa: E402
+from runs.cli import exit_status  # noqa: E402
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -38,18 +42,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the Markdown table to this file")
     args = parser.parse_args(argv)
     command = "python scripts/sweep.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    try:
-        grid = parse_grid(args.grid)
-        points = (classical_sweep(args.config, grid, args.data, args.overrides) if args.classical
-                  else sweep(args.config, grid, args.data, args.results, args.overrides))
-    except (ConfigError, EvaluationError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    text = markdown(points, f"`{command}` ({args.data}, mean over its images)")
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text)
-    return 0
+
+    def action() -> int:
+        try:
+            grid = parse_grid(args.grid)
+            points = (classical_sweep(args.config, grid, args.data, args.overrides) if args.classical
+                      else sweep(args.config, grid, args.data, args.results, args.overrides))
+        except EvaluationError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        text = markdown(points, f"`{command}` ({args.data}, mean over its images)")
+        print(text)
+        if args.out:
+            atomic_write_text(args.out, text)
+        return 0
+    return exit_status(action)
 
 
 if __name__ == "__main__":

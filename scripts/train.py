@@ -22,6 +22,11 @@ from typing import Any, Dict, List, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from runs.interrupt import quiet_start  # noqa: E402
+
+if __name__ == "__main__":
+    quiet_start()  # Ctrl-C during the imports below: one line, not a traceback
+
 import yaml  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
