@@ -2,17 +2,21 @@
 its refusals, batching and resume. The full official chains are replayed in test_equivalence.py."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import GMM_CASES, SHAPE, SIGMA, gmm_swd
 from test_equivalence import load_case, official_draws, operator, with_tape
 
+from configs import load_config
+from guided_diffusion import TINY_FLAGS, create_model
 from guided_diffusion.analytic import sliced_wasserstein
-
 from operators import build_operator
 from samplers import build_sampler
 
 GOLDEN = ("ddrm_sr4_bicubic", "ddrm_deblur_gauss")
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "ddrm").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("case", GMM_CASES)
@@ -100,3 +104,22 @@ def test_resume_is_bit_identical(gmm_cases) -> None:
     resumed = sampler.sample(model, op, y[:4], sigma=SIGMA, shape=shape, generator=g2, start=(5, saved["x"]),
                              dtype=torch.float64)
     assert torch.equal(full, resumed)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_runs_on_the_tiny_adm(path: Path) -> None:
+    """Each shipped config, shrunk to 32x32 and 2 steps, runs through `sample` on the tiny random ADM
+    with its noise level."""
+    cfg = load_config(str(path))
+    sampler = build_sampler(**{**cfg["sampler"], "steps": 2})
+    spec = dict(cfg["task"]["operator"])
+    spec.update({k: v for k, v in (("box_size", 16), ("margin", 4)) if k in spec})
+    if spec["name"] in ("inpainting", "ddrm_deblurring"):  # built for 256 x 256 images
+        spec["image_size"] = 32
+    op = build_operator(**spec)
+    sampler.check_task(op)
+    model = create_model(**TINY_FLAGS).eval().requires_grad_(False)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    sigma = 0.1 if cfg["task"]["noise"]["name"] == "gaussian" else 0.0
+    out = sampler.sample(model, op, op(x), sigma=sigma, shape=tuple(x.shape), generator=torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and bool(torch.isfinite(out).all())
