@@ -130,9 +130,10 @@ class DiffPIR(Sampler):
             raise ValueError(f"diffpir's data step is the closed-form prox of a linear operator; "
                              f"{getattr(op, 'name', type(op).__name__)!r} is nonlinear (use dps or dpps)")
 
-    def data_step(self, op: Any, x0: torch.Tensor, y: torch.Tensor, rho: float) -> torch.Tensor:
+    @staticmethod
+    def data_step(op: Any, x0: torch.Tensor, y: torch.Tensor, rho: float) -> torch.Tensor:
         """argmin_x ||y - A x||^2 + rho ||x - x0||^2 on the scale the code solves it, for [-1, 1]
-        images x0 and y; solved in float64 and returned in x0's dtype.
+        images x0 and y; solved in float64 and returned in x0's dtype (DPIR's data step too).
 
         Blur and blur + decimation (main_ddpir_deblur.py / _sisr.py): on [0, 1], x01 = (x0 + 1) / 2
         against y01 = (y + 1) / 2, mapped back by 2 x01 - 1; this is the [-1, 1] solve against

@@ -33,7 +33,7 @@ from guided_diffusion.drunet import DRUNet
 from operators.resize import bicubic_upsample
 
 from .base import Callback, NonFiniteError, Sampler, register
-from .diffpir import sr_factor
+from .diffpir import DiffPIR, sr_factor
 from .params import Param
 
 DENOISERS = ("auto", "drunet", "diffusion")
@@ -149,7 +149,9 @@ class DPIR(Sampler):
         As for every sampler: callback(i, x, x) after grid index i = N - 1 - k (x the iterate on
         [-1, 1], which is also the denoiser output), start=(i, x) resumes there, NaN/Inf stops
         with NonFiniteError. DPIR draws nothing: `generator` is accepted and unused. The data step
-        runs in float64 on [0, 1] against y01 = (y + 1) / 2 (the code's measurement on [0, 1]).
+        runs in float64; blur and blur + decimation on [0, 1] against y01 = (y + 1) / 2, as the code
+        receives its measurement (for SR's table kernel, summing to 0.9999, this differs from the
+        [-1, 1] solve), other operators on [-1, 1] (where y = A x is made), as DiffPIR.
         """
         if y is None or shape is None:
             raise ValueError("dpir restores a measurement: pass y and the output shape (B, C, H, W)")
@@ -161,13 +163,13 @@ class DPIR(Sampler):
             first, x = self.steps - 1, self.initial_state(shape, op, y, sigma, generator, y.device, dtype)
         else:
             first, x = start[0], start[1].to(y.device, dtype)
-        y01 = ((y + 1) / 2).to(torch.float64)
         indices: List[int] = list(range(first, -1, -1))
         for i in tqdm(indices, desc=self.name, leave=False, disable=not progress, total=self.steps,
                       initial=self.steps - len(indices)):
             k = self.steps - 1 - i
-            # The iterate is kept on [-1, 1] (what callbacks see and resume from), mapped each time.
-            x01 = op.prox(((x + 1) / 2).to(torch.float64), y01, rhos[k]).to(dtype)  # data step (Eq. 7a)
+            # Data step (Eq. 7a) on the code's scale: [0, 1] for blur and blur + decimation (y01 = (y + 1) / 2),
+            # [-1, 1] for other operators (DiffPIR.data_step). The iterate stays on [-1, 1] (callbacks, resume).
+            x01 = (DiffPIR.data_step(op, x, y, rhos[k]) + 1) / 2
             mode = k % 8 if self.x8 else 0
             with torch.no_grad():                                            # prior step (Eq. 7b)
                 z = augment_inverse(denoise(augment(x01, mode), sigmas[k]), mode).to(dtype)
