@@ -5,7 +5,7 @@ same shapes and arithmetic as the checkpoint) at 256x256:
 1. the model call under each run-time option (guided_diffusion/runtime.py) against fp32 eager:
    forward alone and forward + gradient w.r.t. the input (what DPS/DPPS need every step);
 2. every sampler's time per step on SR x4 and its overhead beyond the model call it needs
-   (forward for DDPM/DDIM, forward + grad for DPS/DPPS; DPPS's candidates count as overhead);
+   (forward for DDPM/DDIM/DDNM, forward + grad for DPS/DPPS/PiGDM (its VJP); DPPS's candidates count as overhead);
    a 4-step run, so DPPS's n_t spans 2..50 rather than its 1000-step mix (16.3 on average);
 3. the fixed precision case: PSNR of a DPS restoration in fp16/bf16 against fp32 (`precision_psnr`).
 Times are medians over `--repeats` runs after a warm-up. Memory: on CUDA the allocator's peak above
@@ -40,7 +40,7 @@ OPTIONS: Dict[str, Dict[str, Any]] = {
     "channels_last": {"channels_last": True}, "sdpa math": {"sdpa": "math"},
     "checkpointing": {"checkpointing": True}, "torch.compile": {"compile": True},
 }
-SAMPLERS = {"ddim": {}, "ddpm": {}, "dps": {"scale": 0.3}, "dpps": {"scale": 1.0}}
+SAMPLERS = {"ddim": {}, "ddpm": {}, "dps": {"scale": 0.3}, "dpps": {"scale": 1.0}, "ddnm": {}, "pgdm": {}}
 SAMPLER_STEPS = 4
 
 
@@ -168,7 +168,7 @@ def main() -> None:
         for batch in args.batch:
             for name in args.samplers:
                 r = measure_case({"arch": args.arch, "batch": batch, "sampler": name}, device, args.repeats)
-                needed = base[(GRAD if name in ("dps", "dpps") else FORWARD, batch)]
+                needed = base[(GRAD if name in ("dps", "dpps", "pgdm") else FORWARD, batch)]
                 print(f"| {name} | {batch} | {r['seconds']:.3f} | {r['seconds'] / needed - 1:+.1%} | {r['peak_mib']:.0f} |",
                       flush=True)
     psnr = precision_psnr(device)
