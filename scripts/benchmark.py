@@ -1,12 +1,16 @@
 """Speed and memory of the UNet and the samplers: `python scripts/benchmark.py [--device cpu|cuda]`.
 
 Prints Markdown tables measured in this run, for the ffhq_10m architecture (random weights: the
-same shapes and arithmetic as the checkpoint) at 256x256:
+same shapes and arithmetic as the checkpoint) at 256x256 (`--image-size` for another size):
 1. the model call under each run-time option (guided_diffusion/runtime.py) against fp32 eager:
    forward alone and forward + gradient w.r.t. the input (what DPS/DPPS need every step);
 2. every sampler's time per step on SR x4 and its overhead beyond the model call it needs
-   (forward for DDPM/DDIM/DDNM, forward + grad for DPS/DPPS/PiGDM (its VJP); DPPS's candidates count as overhead);
+   (forward for DDPM/DDIM/DDNM/DDRM, forward + grad for DPS/DPPS/MCG/PiGDM (its VJP); DPPS's candidates count as overhead;
+   DPIR's step is one HQS iteration with the diffusion UNet as denoiser: one forward, and its float64
+   data step as overhead);
    a 4-step run, so DPPS's n_t spans 2..50 rather than its 1000-step mix (16.3 on average);
+   DAPS's step is one annealing step (5 network calls and 100 Langevin steps, the DAPS-1K step),
+   also reported per image at the default 200 annealing steps;
 3. the fixed precision case: PSNR of a DPS restoration in fp16/bf16 against fp32 (`precision_psnr`).
 Times are medians over `--repeats` runs after a warm-up. Memory: on CUDA the allocator's peak above
 the resident model; on the CPU each case runs in a fresh process and reports the growth of its
@@ -40,7 +44,12 @@ OPTIONS: Dict[str, Dict[str, Any]] = {
     "channels_last": {"channels_last": True}, "sdpa math": {"sdpa": "math"},
     "checkpointing": {"checkpointing": True}, "torch.compile": {"compile": True},
 }
-SAMPLERS = {"ddim": {}, "ddpm": {}, "dps": {"scale": 0.3}, "dpps": {"scale": 1.0}, "ddnm": {}, "pgdm": {}}
+SAMPLERS = {"ddim": {}, "ddpm": {}, "dps": {"scale": 0.3}, "dpps": {"scale": 1.0}, "reddiff": {"lr": 0.1},
+            "daps": {"lr": 1e-4}, "mcg": {"scale": 1.0}, "dpir": {"denoiser": "diffusion"}, "ddnm": {}, "pgdm": {},
+            "ddrm": {}}
+# Network calls per step where not one: DAPS's step is one annealing step (5 ODE calls, 100 Langevin steps).
+CALLS_PER_STEP = {"daps": 5}
+DAPS_1K_STEPS = 200  # annealing steps of the default budget (DAPS-1K)
 SAMPLER_STEPS = 4
 
 
@@ -53,7 +62,7 @@ def measure(case: Dict[str, Any], device: torch.device, repeats: int) -> Dict[st
     torch.manual_seed(0)
     model = create_model(**PUBLIC_CHECKPOINTS[case["arch"]].flags).to(device).eval().requires_grad_(False)
     runner = ModelRunner(model, **case.get("options", {}))
-    batch, size = case["batch"], model.image_size
+    batch, size = case["batch"], case.get("size") or model.image_size
     x = torch.randn(batch, 3, size, size, device=device)
     t = torch.full((batch,), 500, device=device, dtype=torch.long)
     if "sampler" in case:
@@ -130,6 +139,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--arch", default="ffhq_10m", choices=sorted(PUBLIC_CHECKPOINTS))
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="input size (default: the architecture's, 256); the UNet is convolutional, so a "
+                             "smaller size runs the same layers on fewer pixels (for slow CPUs)")
     parser.add_argument("--options", nargs="*", default=None, choices=list(OPTIONS),
                         help="run-time options to time; default: all but torch.compile, and on the CPU also "
                              "but fp16 (its CPU kernels are reference code: minutes per call)")
@@ -147,7 +159,7 @@ def main() -> None:
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"{platform.machine()}, {torch.get_num_threads()} threads")
     mem = "peak alloc MiB" if device.type == "cuda" else "peak RSS growth MiB"
-    size = PUBLIC_CHECKPOINTS[args.arch].flags["image_size"]
+    size = args.image_size or PUBLIC_CHECKPOINTS[args.arch].flags["image_size"]
     print(f"UNet {args.arch} architecture, {size}x{size}, device {device} ({where}), torch {torch.__version__}, "
           f"median of {args.repeats} after a warm-up\n")
     options = ["fp32 eager", *[o for o in args.options if o != "fp32 eager"]]
@@ -156,8 +168,8 @@ def main() -> None:
     for batch in args.batch:
         for pass_name in (FORWARD, GRAD):
             for option in options:
-                r = measure_case({"arch": args.arch, "batch": batch, "pass": pass_name, "options": OPTIONS[option]},
-                                 device, args.repeats)
+                r = measure_case({"arch": args.arch, "batch": batch, "pass": pass_name, "options": OPTIONS[option],
+                                  "size": size}, device, args.repeats)
                 base.setdefault((pass_name, batch), r["seconds"])
                 ratio = r["seconds"] / base[(pass_name, batch)]
                 print(f"| {option} | {pass_name} | {batch} | {r['seconds']:.3f} | {ratio:.2f}x | {r['peak_mib']:.0f} |",
@@ -167,10 +179,13 @@ def main() -> None:
               "|---|---:|---:|---:|---:|")
         for batch in args.batch:
             for name in args.samplers:
-                r = measure_case({"arch": args.arch, "batch": batch, "sampler": name}, device, args.repeats)
-                needed = base[(GRAD if name in ("dps", "dpps", "pgdm") else FORWARD, batch)]
+                r = measure_case({"arch": args.arch, "batch": batch, "sampler": name, "size": size}, device, args.repeats)
+                needed = base[(GRAD if name in ("dps", "dpps", "mcg", "pgdm") else FORWARD, batch)] * CALLS_PER_STEP.get(name, 1)
                 print(f"| {name} | {batch} | {r['seconds']:.3f} | {r['seconds'] / needed - 1:+.1%} | {r['peak_mib']:.0f} |",
                       flush=True)
+                if name == "daps":
+                    print(f"| daps per image, DAPS-1K ({DAPS_1K_STEPS} annealing steps) | {batch} | "
+                          f"{DAPS_1K_STEPS * r['seconds']:.1f} | | |", flush=True)
     psnr = precision_psnr(device)
     print("\n| precision (DPS 20 steps, SR x2, golden 32x32 model) | PSNR vs truth dB | difference to fp32 dB | PSNR vs fp32 output dB |\n"
           "|---|---:|---:|---:|")

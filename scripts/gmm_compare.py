@@ -1,4 +1,4 @@
-"""Samplers against an exact posterior: `python scripts/gmm_compare.py [--samplers dps dpps] [--steps 200]`.
+"""Samplers against an exact posterior: `python scripts/gmm_compare.py [--samplers dps dpps reddiff daps mcg dpir] [--steps 200]`.
 
 The prior is the analytic Gaussian mixture of guided_diffusion/analytic.py (3 components, images
 3x4x4), whose denoiser and posterior p(x | y) are exact. For three linear measurements (half the
@@ -22,6 +22,20 @@ from guided_diffusion.analytic import linear_problems, sliced_wasserstein  # noq
 from samplers import build_sampler  # noqa: E402
 
 SHAPE, SIGMA = (3, 4, 4), 0.05
+# Samplers without a `scale`: one row each, at the settings of their tests (tests/test_<name>.py).
+FIXED = {
+    "reddiff": ({"steps": 1000, "lr": 0.1, "lambda_": 0.25}, "lr 0.1, lambda 0.25, 1000 steps"),
+    "daps": ({"steps": 50, "langevin_steps": 50, "tau": 2 ** 0.5 * SIGMA, "lr": 2e-3, "lr_min_ratio": 0.05,
+              "sigma_min": 0.02, "ode_sigma_min": 0.002}, "50 x 5 x 50 steps, tau sqrt(2) sigma_y, lr 2e-3"),
+    # DPIR is deterministic: its N "samples" are N copies of one estimate (a point mass, not a posterior).
+    "dpir": ({"steps": 24, "denoiser": "diffusion", "clip_denoised": False}, "24 iterations, the exact GMM denoiser"),
+    "ddrm": ({"steps": 20}, "eta 0.85, eta_b 1, 20 steps (official)"),
+    # DDNM: the official simplified path's noise level and the DDIM one (variant corrected).
+    "ddnm": [({"steps": 100}, "simplified (official), eta 0.85, 100 steps"),
+             ({"steps": 100, "variant": "corrected"}, "corrected, eta 0.85, 100 steps")],
+    # PiGDM: the official pseudoinverse form and the paper's noise-aware one, weight 1, eta 1.
+    "pgdm": [({"steps": 100}, "pinv (official), 100 steps"), ({"steps": 100, "guidance": "noisy"}, "noisy, 100 steps")],
+}
 
 
 def main() -> None:
@@ -40,11 +54,16 @@ def main() -> None:
         rows["prior, ignoring y"].append(
             sliced_wasserstein(ref, model.prior.sample(args.n, torch.Generator().manual_seed(3))))
         for name in args.samplers:
-            for scale in args.scales:
-                sampler = build_sampler(name, scale=scale, steps=args.steps, clip_denoised=False)
+            fixed = FIXED.get(name)
+            runs = ([(params, f"{name}, {label}") for params, label in (fixed if isinstance(fixed, list) else [fixed])]
+                    if fixed else
+                    [({"scale": scale, "steps": args.steps, "clip_denoised": False}, f"{name}, scale {scale:g}, {args.steps} steps")
+                     for scale in args.scales])
+            for params, label in runs:
+                sampler = build_sampler(name, **params)
                 x = sampler.sample(model, op, y.expand(args.n, -1), sigma=SIGMA, shape=(args.n, *SHAPE),
                                    generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-                rows.setdefault(f"{name}, scale {scale:g}, {args.steps} steps", []).append(sliced_wasserstein(x, ref))
+                rows.setdefault(label, []).append(sliced_wasserstein(x, ref))
     print(f"SWD to the exact posterior, N = {args.n}, sigma_y = {SIGMA}, torch {torch.__version__}\n")
     names = ("inpainting (24 of 48)", "2x average pooling", "Gaussian 16x48")
     print("| sampler | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names))
