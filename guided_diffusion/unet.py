@@ -18,9 +18,10 @@ from torch.utils.checkpoint import checkpoint
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Sinusoidal embedding of integer timesteps.
+    """Sinusoidal embedding of timesteps.
 
-    t: (B,) timesteps on the training grid. Returns (B, dim) in `dtype`: the dim // 2 cosines of
+    t: (B,) timesteps on the training grid, integers or floats (DAPS's continuous timesteps; never
+    rounded here). Returns (B, dim) in `dtype`: the dim // 2 cosines of
     t * freq_i followed by the sines, freq_i = exp(-ln(10000) * i / (dim // 2)); a zero column is
     appended when dim is odd.
     """
@@ -265,7 +266,7 @@ class UNetModel(nn.Module):
         return self.input_blocks[0][0].weight.dtype
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x: (B, C, H, W); timesteps: (B,) ints in [0, T); y: (B,) class labels iff class-conditional."""
+        """x: (B, C, H, W); timesteps: (B,) in [0, T), ints or floats; y: (B,) class labels iff class-conditional."""
         if (y is not None) != (self.num_classes is not None):
             raise ValueError("pass class labels y if and only if the model is class-conditional")
         embed_dtype = self.time_embed[0].weight.dtype

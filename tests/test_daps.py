@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from configs import load_config
+from guided_diffusion import TINY_FLAGS, create_model
 from guided_diffusion.analytic import GaussianMixture, GaussianMixtureDenoiser, sliced_wasserstein
 from guided_diffusion.diffusion import GaussianDiffusion, vp_alphas_cumprod, vp_timestep
 from operators import MatrixOperator, build_operator
-from configs import load_config
-from guided_diffusion import TINY_FLAGS, create_model
 from samplers import build_sampler
 from samplers.daps import annealing_sigmas, poly_sigmas
 
