@@ -13,6 +13,7 @@ import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[1])]
 import test_equivalence as eq  # noqa: E402
+from guided_diffusion import load_model  # noqa: E402
 
 
 def main() -> None:
@@ -58,6 +59,22 @@ def main() -> None:
         worst.append((eq.rel(x_next, case["x_t"][k]), eq.rel(x0_hat, case["x0_hat"][k]), k))
     print(f"{name} teacher forcing: worst x_t {max(worst)[0]:.2e} (step {max(worst)[2]}), worst x0_hat "
           f"{max(w[1] for w in worst):.2e}, last 25 steps x_t <= {max(w[0] for w in worst[25:]):.2e}")
+    for name in eq.ZOO_CASES:  # the zoo checker's replay: the first tape the sampler consumes exactly
+        case = eq.load_case(name)
+        for kind, tape in eq.zoo_tapes(name).items():
+            try:
+                out = eq.run_zoo_case(name, tape)
+            except AssertionError:
+                continue
+            line = f"{name}: zoo replay ({kind} tape) output vs official {eq.rel(out, case['output']):.2e}"
+            if case["method"] == "dpir":  # network and data step in float64 against the official float64 run
+                model = load_model(eq.checkpoint_file("golden_drunet_small.pt"), dtype=torch.float64)
+                out64 = eq.build_sampler(**case["sampler"]).sample(
+                    model, eq.operator(case), 2 * case["y_official"].double() - 1, sigma=case["sigma"],
+                    shape=case["image"].shape)
+                line += f", float64 vs official float64 {eq.rel((out64 + 1) / 2, case['output_float64']):.2e}"
+            print(line, flush=True)
+            break
 
 
 if __name__ == "__main__":
