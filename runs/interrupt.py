@@ -10,6 +10,7 @@ starts (imports of torch and the rest): this module imports nothing heavy, nor d
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -60,12 +61,18 @@ def interruptible() -> Iterator[None]:
 
 
 def quiet_start() -> None:
-    """Until `interruptible()` takes over, Ctrl-C and SIGTERM end the command with one line and
-    128 + signal instead of a traceback from inside an import (call it first thing in a script's
-    `__main__`); nothing has been written by then."""
+    """Outside `interruptible()` (the imports of torch and the rest, argument parsing), Ctrl-C and
+    SIGTERM end the command at once with one line and 128 + signal, instead of a traceback from
+    inside an import. Call it first thing in a script's `__main__`, and do all work inside
+    `interruptible()` (`runs.cli.exit_status`): no file is being written when this handler runs.
+
+    The process ends with os._exit: an exception raised in the middle of an import can be caught or
+    turned into another one by the library being imported (numpy and scipy half-imported recurse)."""
     def handler(signum: int, frame) -> None:
         print("interrupted while starting, before any work", file=sys.stderr)
-        raise SystemExit(128 + signum)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(128 + signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)

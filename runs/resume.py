@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
+from tqdm.auto import tqdm
 
 from configs import resolve_path
 from guided_diffusion.files import atomic_write
@@ -73,7 +74,7 @@ def _lookup(cfg: Dict[str, Any], dotted: str) -> Any:
 
 
 def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    tqdm.write(f"warning: {message}", file=sys.stderr)  # on its own line, between the progress bars
 
 
 def _batch_of(name: str) -> Optional[List[int]]:

@@ -143,8 +143,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     if (args.config is None) == (args.grid is None):
         parser.error("give exactly one of --config and --grid")
     if args.grid is not None:
-        operator_grid(args.grid, sorted(args.grid_configs.glob("*.yaml")), args.grid_image)
-        return 0
+        def grid() -> int:
+            operator_grid(args.grid, sorted(args.grid_configs.glob("*.yaml")), args.grid_image)
+            return 0
+        return exit_status(grid, resume="run the command again")
 
     def action() -> int:
         cfg = read_yaml_mapping(str(args.config))
