@@ -40,9 +40,10 @@ PathLike = Union[str, os.PathLike]
 TOOL = "diffusion-restoration-bench"
 HIDDEN = ".dfrestore"
 KINDS = ("sample", "baseline", "degrade", "evaluate", "train", "tables")
-# Where the tools write inside a run folder: a link in any of these places is refused.
+# Where the tools write inside a run folder other than by replacing a whole file (the folders, the
+# files appended to, the lock): a link in any of these places is refused.
 OWN_PLACES = (HIDDEN, f"{HIDDEN}/state", f"{HIDDEN}/files.txt", f"{HIDDEN}/run.json", f"{HIDDEN}/{lock.LOCK}",
-              "samples", "recon", "label", "input", "baseline", "progress", "metrics", "measurement")
+              "samples", "recon", "label", "input", "baseline", "progress", "metrics", "measurement", "log.jsonl")
 STATE_PATTERN = "images-*.pt"  # the sampling states in .dfrestore/state (runs.resume)
 
 

@@ -136,7 +136,10 @@ def has_classical(op) -> bool:
 
 
 def is_done(path: Path) -> bool:
-    """An output counts as done only if it is a complete, decodable image (not 0 bytes, not torn)."""
+    """An output counts as done only if it is a complete, decodable image (not 0 bytes, not torn)
+    that the run wrote (a link is not: the rerun replaces the link, not what it points to)."""
+    if path.is_symlink():
+        return False
     try:
         with Image.open(path) as img:
             img.verify()

@@ -96,7 +96,7 @@ def _append_log(out: Path, window: List[Dict[str, float]], step: int, seconds: f
     row = {"step": step, **{k: sum(s[k] for s in window) / len(window) for k in window[0]},
            "sec_per_step": seconds / len(window)}
     data = (json.dumps(row) + "\n").encode()
-    fd = os.open(out / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    fd = os.open(out / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # never through a link
     try:
         before = os.fstat(fd).st_size
         if os.write(fd, data) != len(data):  # a short write (disk full): take the part back

@@ -68,6 +68,44 @@ def test_a_link_where_the_run_writes_is_refused_and_the_users_folder_is_kept(tmp
         assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("kind", ["sample", "train"])
+def test_a_link_in_any_own_place_is_refused_by_every_claim(tmp_path: Path, kind: str) -> None:
+    from runs.folder import OWN_PLACES
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for place in OWN_PLACES:
+        root = tmp_path / kind / place.replace("/", "_")
+        RunFolder.claim(root, kind).release()
+        target = root / place
+        if target.is_dir():
+            shutil.rmtree(target)
+        target.unlink(missing_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(elsewhere)
+        for overwrite in (False, True):
+            with pytest.raises(RunFolderError, match=re.escape(f"{target} is a symbolic link (to {elsewhere})")):
+                RunFolder.claim(root, kind, overwrite=overwrite)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_an_output_file_replaced_by_a_link_is_redone_and_the_users_file_kept(tmp_path: Path, tiny_checkpoint: Path,
+                                                                           capsys) -> None:
+    out, mine = tmp_path / "out", tmp_path / "mine.png"
+    cfg = write(tmp_path / "cfg.yaml", restore_config(tiny_checkpoint, make_images(tmp_path / "images", n=1), out))
+    assert sample_script.main(["--config", cfg]) == 0
+    made = (out / "recon" / "i0.png").read_bytes()
+    shutil.copy(out / "label" / "i0.png", mine)  # a complete PNG of the user's
+    (out / "recon" / "i0.png").unlink()
+    (out / "recon" / "i0.png").symlink_to(mine)
+    before = mine.read_bytes()
+    capsys.readouterr()
+    assert sample_script.main(["--config", cfg]) == 0
+    assert f"wrote 1 image(s) to {out}\n" in capsys.readouterr().out  # the link did not count as done
+    assert not (out / "recon" / "i0.png").is_symlink() and (out / "recon" / "i0.png").read_bytes() == made
+    assert mine.read_bytes() == before
+
+
 def test_a_link_planted_deeper_is_never_written_nor_deleted_through(tmp_path: Path) -> None:
     user = tmp_path / "user"
     user.mkdir()
