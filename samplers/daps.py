@@ -12,7 +12,7 @@ point sigma_min is dropped and 0 appended, cores/scheduler.py L38-44, L272-315).
      final denoiser call);
   2. x0_y: `langevin_steps` Langevin steps on x0 (cores/mcmc.py L37-50, L88, L123-164)
        x <- x + lr_k (-grad ||A(x) - y||^2 / tau^2 + (x0_hat - x) / s^2) + sqrt(2 lr_k) eps,
-     from x = x0_hat, lr_k = lr (1 + (k / (N + 1)) (lr_min_ratio - 1)): the paper's eq. (9) with
+     from x = x0_hat, lr_k = lr (1 + (k / (N + 1)) (lr_min_ratio - 1)): the paper's Langevin step with
      p(x0 | x_t) ~ N(x0_hat, r_t^2 I), r_t = s, and a likelihood of std tau / sqrt(2) (the squared norm
      without 1/2; tau is fixed, not the measurement's sigma);
   3. re-noise: x_{k+1} = x0_y + sigma_{k+1} z (sigma_N = 0: the output is the last x0_y, not clamped).

@@ -3,7 +3,8 @@ Solving Inverse Problems with Diffusion Models", ICLR 2024, arXiv 2305.04391), a
 (NVlabs/RED-diff@66482f2, algos/reddiff.py) runs it.
 
 Not a sampling chain: one Adam step per visited timestep on a single image mu (the mean of a Dirac
-variational distribution), on the loss of the paper's eq. (12) as the code writes it, per image:
+variational distribution), on the paper's loss (data term + score-matching regulariser) as the
+code writes it, per image:
   x0_pred = mu + sigma_x0 z0,   x_t = sqrt(abar_t) x0_pred + sqrt(1 - abar_t) z       (L64-68)
   loss    = w_t mean(sg(eps(x_t, t) - z) * x0_pred) + obs_weight mean((y - A(x0_pred))^2) / 2
   w_t     = lambda_ weight(sqrt(1 - abar_t) / sqrt(abar_t))                             (L84-111)
