@@ -35,6 +35,7 @@ from operators.resize import bicubic_upsample
 from .base import Callback, NonFiniteError, Sampler, register
 from .diffpir import DiffPIR, sr_factor
 from .params import Param
+from .patches import PatchedModel
 
 DENOISERS = ("auto", "drunet", "diffusion")
 SIGMA_N_FLOOR = 0.255 / 255  # utils_pnp.py: sigma_n = max(0.255/255., noise_level_model)
@@ -116,6 +117,8 @@ class DPIR(Sampler):
                 raise ValueError("dpir: DRUNet runs on the whole image (any size); patch_size is for "
                                  "the diffusion UNet")
             return lambda x, s: _drunet(model, x, s)
+        if self.patch_size is not None:
+            model = PatchedModel(model, self.patch_size, self.patch_stride)
         return lambda x, s: self._diffusion_denoise(model, x, s)
 
     def _diffusion_denoise(self, model: Model, x: torch.Tensor, s: float) -> torch.Tensor:
