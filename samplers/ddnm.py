@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from guided_diffusion.diffusion import GaussianDiffusion, Generators, Model, get_named_beta_schedule, randn, randn_like
 
 from .base import Callback, Sampler, register
+from .patches import PatchedModel
 from .params import Param
 
 VARIANTS = ("simplified", "corrected")
@@ -129,10 +130,10 @@ class DDNM(Sampler):
         t = self.diffusion.timesteps(x_t.shape[0], i, x_t.device)
         with torch.no_grad():
             out = self.diffusion.p_mean_variance(model, x_t, t, self.clip_denoised, self.var_type)
-            eps, x0_t = out["eps"], out["x0_hat"]                       # Eq. (12) of the paper
+            eps, x0_t = out["eps"], out["x0_hat"]                       # Eq. (12) of the paper, not clamped
             a_next = self.abar(j)
             lambda_t, gamma_t = self.noise_terms(a_next, sigma)
-            x0_ddnm = x0_t - lambda_t * op.pinv(op.forward(x0_t) - y)  # Eq. (13) / DDNM+'s Sigma_t = lambda_t I
+            x0_ddnm = x0_t - lambda_t * op.pinv(op.forward(x0_t) - y)  # Sec. 3.2; DDNM+'s Sigma_t = lambda_t I
             x_next = math.sqrt(a_next) * x0_ddnm
             c1, c2 = self.eta, math.sqrt(1 - self.eta ** 2)  # shares of fresh noise and of eps
             if self.variant == "simplified":                 # the code's c1, c2 (L380-381), times gamma_t again
@@ -163,9 +164,9 @@ class DDNM(Sampler):
         """Run the visits and return the last state (not clamped, as the code returns it).
 
         Indices count visits down: `callback(i, x_t, x0_ddnm)` (the latest denoising visit's x0_ddnm)
-        after visit len(visits) - 1 - i, only
-        where the next visit is a denoising one (a travel visit needs the x0 of the visit before it,
-        which x_t does not hold), so every state a callback sees can be resumed by `start` = (i - 1, x_t).
+        after visit len(visits) - 1 - i, only where the next visit is a denoising one (a travel visit
+        needs the x0 of the visit before it, which x_t does not hold), so every state a callback sees
+        can be resumed by `start` = (i - 1, x_t). The device and dtype follow y.
         """
         if generator is None:
             raise ValueError("pass a torch.Generator (samplers never draw from the global RNG)")
@@ -173,6 +174,8 @@ class DDNM(Sampler):
             raise ValueError("ddnm needs the measurement y and the output shape (B, C, H, W)")
         self.check_task(op)
         device, dtype = y.device, y.dtype if y.is_floating_point() else dtype
+        if self.patch_size is not None:
+            model = PatchedModel(model, self.patch_size, self.patch_stride)
         n = len(self.visits)
         if start is None:
             first_index, x = n - 1, randn(shape, generator, device, dtype)
