@@ -144,3 +144,17 @@ def test_simplified_noise_level_misses_the_posterior(gmm_cases, case: str) -> No
     op, y, ref, bound = cases[case]
     swd = gmm_swd(build_sampler("ddnm", steps=100), model, op, y, ref)
     assert 1.5 * bound < swd < 0.2
+
+
+def test_batched_equals_image_by_image(gmm_cases) -> None:
+    """With one generator per image, each image of a batch gets its batch-of-one result (time travel
+    and DDNM+ noise terms included)."""
+    model, cases = gmm_cases
+    op, y, _, _ = cases["downsampling"]
+    sampler = build_sampler("ddnm", steps=10, travel_length=2, travel_repeat=2)
+    gens = lambda idx: [torch.Generator().manual_seed(100 + k) for k in idx]  # noqa: E731
+    kw = dict(sigma=SIGMA, dtype=torch.float64)
+    batched = sampler.sample(model, op, y[:3], shape=(3, *SHAPE), generator=gens(range(3)), **kw)
+    for k in range(3):
+        single = sampler.sample(model, op, y[k:k + 1], shape=(1, *SHAPE), generator=gens([k]), **kw)
+        assert (batched[k] - single[0]).abs().max().item() < 1e-12
