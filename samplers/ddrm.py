@@ -6,13 +6,13 @@ Everything happens in the spectral space of the operator, ``A = U diag(s) V^T`` 
 operators/svd.py): ``ybar = U^T y``, ``xbar = V^T x``, and the variance-exploding noise level
 ``sigma_t = sqrt(1 - abar_t) / sqrt(abar_t)``. Per visited step t -> t' (sigma' = sigma_t'):
   1. x0 = (x_t - sqrt(1 - abar_t) eps(x_t, t)) / sqrt(abar_t), not clamped (L62);
-  2. per V-space entry i (eq. 7-8 of the paper; L73-96), with c = sqrt(sigma'^2 - (eta sigma')^2):
+  2. per V-space entry i (L73-96), with c = sqrt(sigma'^2 - (eta sigma')^2):
      missing (i >= n, or s_i sigma' == sigma_y): xbar'_i = xbar0_i + c Vt(eps)_i + eta sigma' z;
      after   (s_i sigma' < sigma_y):  xbar'_i = xbar0_i + c (ybar_i - s_i xbar0_i) / sigma_y + eta sigma' z;
      before  (s_i sigma' > sigma_y):  xbar'_i = eta_b ybar_i / s_i + (1 - eta_b) xbar0_i
                                                 + sqrt(sigma'^2 - sigma_y^2 eta_b^2 / s_i^2) z;
   3. x_t' = sqrt(abar_t') V(xbar')  (L99-100).
-Start (eq. 9, L14-39): for s_i sigma_T > sigma_y, xbar_T,i = ybar_i / s_i + sqrt(sigma_T^2 -
+Start (L14-39): for s_i sigma_T > sigma_y, xbar_T,i = ybar_i / s_i + sqrt(sigma_T^2 -
 sigma_y^2 / s_i^2) z_i, else sigma_T z_i; x_T = V(xbar_T) / sigma_T (the official scale: the exact
 start would be sqrt(abar_T) V(xbar_T), larger by 1 / sqrt(1 - abar_T)).
 Code details kept: visited timesteps ``range(0, T, T // steps)`` (20 steps: 950, 900, ..., 0; more
@@ -21,7 +21,8 @@ abar(t) = ``compute_alpha`` (L6-9), cumprod of 1 - betas in the working dtype (f
 values bit for bit); zero singular values inside ``s`` (only ``ddrm_deblurring`` has them) are
 "after" entries when sigma_y > 0; the output is the last state, unclamped. Noise: the three
 official draws per step, in the official order and shapes ((B, D) missing, (B, n_after) after,
-(B, n) before, each taken only where it reaches the output).
+(B, n) before, each taken only where it reaches the output). The paper's equation numbers were not
+re-read for this file, so the official code's lines are cited instead.
 """
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ class DDRM(Sampler):
         x0 = (x_t - eps * (1 - a).sqrt()) / a.sqrt()
         if self.clip_denoised:
             x0 = x0.clamp(-1, 1)
-        # 2. the three cases in V-space (eq. 7-8).
+        # 2. the three cases in V-space (L73-96).
         svd = op.svd(x_t.shape, device, dtype)
         s, n = svd.singulars, len(svd.singulars)
         sigma_next = float(self.sigma_bar(a_next))
