@@ -108,6 +108,25 @@ def test_official_check_vectors(name: str) -> None:
     assert torch.equal(svd.Ut(check["y"].reshape(y_shape)), check["Ut_y"])
 
 
+def test_srconv_checks_of_the_nvlabs_files() -> None:
+    """NVlabs/RED-diff's bicubic4 is the same SRConv class: its stored checks (pgdm_sr4 `svd_check`,
+    reddiff_sr4 `svd_check_*`) against our SVD form: Vt, singulars, H, Ut, H^T bit for bit, H_pinv to
+    float32 rounding (the code divides by s, we multiply by 1 / s: measured 4.8e-7 abs)."""
+    svd = build_operator("super_resolution", scale_factor=4).svd((1, 3, 32, 32))
+    pgdm = golden("pgdm_sr4")["svd_check"]
+    h = pgdm["H"].reshape(1, 3, 8, 8)
+    assert torch.equal(svd.Vt(pgdm["vector"]), pgdm["Vt"]) and torch.equal(svd.singulars, pgdm["singulars"])
+    assert torch.equal(svd.forward(pgdm["vector"]).flatten(1), pgdm["H"])
+    assert torch.equal(svd.transpose(h).flatten(1), pgdm["Ht_of_H"])
+    assert (svd.pinv(h).flatten(1) - pgdm["H_pinv_of_H"]).abs().max() < 1e-6 * pgdm["H_pinv_of_H"].abs().max()
+    red = golden("reddiff_sr4")
+    x, y = red["svd_check_vector"], red["svd_check_y_vector"].reshape(1, 3, 8, 8)
+    assert torch.equal(svd.Vt(x), red["svd_check_Vt"]) and torch.equal(svd.singulars, red["svd_singulars"])
+    assert torch.equal(svd.forward(x).flatten(1), red["svd_check_H"]) and torch.equal(svd.Ut(y), red["svd_check_Ut"])
+    assert torch.equal(svd.transpose(y).flatten(1), red["svd_check_Ht"])
+    assert (svd.pinv(y).flatten(1) - red["svd_check_H_pinv"]).abs().max() < 1e-6 * red["svd_check_H_pinv"].abs().max()
+
+
 def test_super_resolution_is_srconv() -> None:
     """SRConv's H(image) is the project's bicubic super_resolution up to float32 SVD rounding
     (golden README: 1.9e-6; measured 1.9e-6)."""
