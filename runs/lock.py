@@ -20,7 +20,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 LOCK = "lock"
 _RETRY_SECONDS = 0.5  # another process's probe holds the lock for microseconds: try a while before refusing
@@ -105,9 +105,12 @@ def acquire(hidden: Path) -> bool:
     info = {"pid": os.getpid(), "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             "command": shlex.join([os.path.basename(sys.executable), *sys.argv])}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
     _HELD[_key(hidden)] = _Held(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
+    except OSError:  # a full disk: the lock holds all the same, its holder is unnamed
+        pass
     return True
 
 
@@ -155,7 +158,3 @@ def holder(hidden: Path) -> Optional[str]:
     finally:
         os.close(fd)
 
-
-def held_folders() -> List[str]:
-    """The lock files this process holds (for tests and diagnostics)."""
-    return sorted(_HELD)
