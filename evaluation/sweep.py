@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +35,14 @@ from .pairs import pair_images
 @dataclass(frozen=True)
 class Point:
     """One grid point: its overrides, mean PSNR / SSIM over the images and the wall time of its run
-    (None when this call sampled nothing: the point was resumed complete)."""
+    (None when this call sampled nothing: the point was resumed complete). A point with images
+    that failed (a sampler that diverged at this setting) has `failed` > 0 and NaN scores."""
 
     overrides: Dict[str, Any]
     psnr: float
     ssim: float
     seconds: Optional[float]
+    failed: int = 0
 
     @property
     def name(self) -> str:
@@ -88,6 +91,9 @@ def sweep(config: str, grid: Dict[str, List[Any]], data: str, results: Path,
         start = time.perf_counter()
         report = restore(cfg)
         seconds = time.perf_counter() - start if report.written else None
+        if report.failed:  # scored on a subset it would not be comparable: the point fails whole
+            points.append(Point(point, math.nan, math.nan, seconds, failed=len(report.failed)))
+            continue
         out = Path(cfg["output"])
         summary = evaluate(pair_images(out / "recon", out / "label"), ["psnr", "ssim"], Networks()).summary
         points.append(Point(point, summary["psnr"], summary["ssim"], seconds))
@@ -125,10 +131,14 @@ def classical_sweep(config: str, grid: Dict[str, List[Any]], data: str, override
 
 def markdown(points: Sequence[Point], title: str) -> str:
     """A Markdown table of the points (best mean PSNR in bold) under a `title` line; "resumed" for a
-    point whose run this call did not sample."""
-    best = max(range(len(points)), key=lambda i: points[i].psnr)
+    point whose run this call did not sample, "failed" for a point with failed images."""
+    scored = [i for i, p in enumerate(points) if not p.failed]
+    best = max(scored, key=lambda i: points[i].psnr) if scored else None
     lines = [title, "", "| setting | PSNR dB | SSIM | seconds |", "|---|---:|---:|---:|"]
     for i, p in enumerate(points):
+        if p.failed:
+            lines.append(f"| {p.name} | failed ({p.failed} image(s) non-finite or unreadable) | - | - |")
+            continue
         value = f"**{p.psnr:.2f}**" if i == best else f"{p.psnr:.2f}"
         seconds = "resumed" if p.seconds is None else f"{p.seconds:.0f}"
         lines.append(f"| {p.name} | {value} | {p.ssim:.3f} | {seconds} |")

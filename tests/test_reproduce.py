@@ -3,6 +3,8 @@ the real DPS / DPPS configs (model, data and run folders overridden from the com
 sample.py runs (one process per rank) against a single-process run."""
 from __future__ import annotations
 
+import math
+
 import csv
 import json
 import os
@@ -298,6 +300,12 @@ def test_sweeps_score_each_point_on_the_validation_crops(tmp_path: Path) -> None
                   tmp_path, ["data.limit=1", "sampler.steps=2", "device=cpu"])
     assert [(p.psnr, p.seconds) for p in again] == [(p.psnr, None) for p in points]  # resumed, not resampled
     assert "| zeta=1.0 | " in markdown(again, "t") and "| resumed |" in markdown(again, "t")
+    # A setting at which the sampler diverges is a failed point, never the best and never an abort.
+    (diverged,) = sweep("configs/demo/sr2/daps.yaml", parse_grid(["sampler.lr=1.0"]), "data/demo_val", tmp_path,
+                        ["data.limit=1", "sampler.steps=2", "sampler.ode_steps=1", "sampler.langevin_steps=20", "device=cpu"])
+    assert diverged.failed == 1 and math.isnan(diverged.psnr)
+    table = markdown([*points, diverged], "t")
+    assert "| lr=1.0 | failed (1 image(s)" in table and f"**{max(p.psnr for p in points):.2f}**" in table
     # The in-memory classical sweep scores what the baseline run writes for the same measurements.
     from runs.baseline import run as baseline_run
     from evaluation import Networks, evaluate, pair_images
@@ -321,7 +329,7 @@ def test_demo_table_cells_of_a_task_share_the_measurement_and_the_budget() -> No
             sampler = build_sampler(**cfg["sampler"])
             assert getattr(sampler, "nfe", sampler.diffusion.num_timesteps) == 100 and row.nfe == "100"
     assert list(measurements) == ["sr2", "sr4", "inpaint_random", "inpaint_box", "gaussian_deblur"]
-    assert all(len(ms) == 5 and all(m == ms[0] for m in ms) for ms in measurements.values())
+    assert all(len(ms) == 12 and all(m == ms[0] for m in ms) for ms in measurements.values())
     assert [r.kind for r in table.rows].count("baseline") == 5
     for task in ("sr2", "inpaint_random"):  # the README's demo configs make the same measurements
         readme = load_config(str(REPO / "configs" / "demo" / f"{task}.yaml"))

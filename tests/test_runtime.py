@@ -65,3 +65,14 @@ def test_bad_options_are_refused() -> None:
         ModelRunner(model, precision="fp8")
     with pytest.raises(ValueError, match="sdpa"):
         ModelRunner(model, sdpa="fastest")
+
+
+def test_fp32_turns_tf32_off() -> None:
+    """PyTorch lets cuDNN use TF32 by default, which moves golden replays on a GPU by up to 4e-2:
+    an fp32 runner turns it off for the process; reduced precision leaves the flags alone."""
+    model = torch.nn.Conv2d(3, 3, 1)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    ModelRunner(model, precision="bf16")
+    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    ModelRunner(model, precision="fp32")
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
