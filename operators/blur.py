@@ -8,6 +8,10 @@ Conventions follow the papers' code, which differ for asymmetric kernels:
   ``floor(k/2)`` (``scipy.ndimage.convolve(mode='wrap')`` / ``p2o``), optionally followed by
   keeping pixels ``[0::s, 0::s]``. prox is the closed form of Zhao et al. 2016 (FFT).
 A rank-one (separable) kernel also gives an SVD form, with either boundary (``KernelOperator.svd``).
+``pinv_threshold`` (None: off) counts singular values below it as zero in ``pinv`` and in the SVD form,
+as the official DDRM/DDNM/RED-diff SVD operators do (``zero_threshold``): with noisy measurements the
+exact pseudo-inverse divides the noise by singular values near 0. Forward, transpose and prox keep
+every singular value.
 """
 
 from __future__ import annotations
@@ -30,9 +34,16 @@ from operators.svd import SeparableSVD, axis_svd, block_order, cached_svd, cast
 class KernelOperator(LinearOperator):
     """Linear operator defined by a 2-D kernel (float64 buffer ``kernel``, saved in state_dict)."""
 
-    def __init__(self, kernel: np.ndarray) -> None:
+    def __init__(self, kernel: np.ndarray, pinv_threshold: Optional[float] = None) -> None:
         super().__init__()
         self.register_buffer("kernel", torch.as_tensor(np.asarray(kernel, dtype=np.float64)))
+        self.pinv_threshold = None if pinv_threshold is None else check_number(pinv_threshold, "pinv_threshold", 0)
+
+    def _kept(self, singulars: Tensor, dtype: torch.dtype) -> Tensor:
+        """Mask of the singular values ``pinv`` inverts: above ``pinv_cutoff(dtype)`` times the
+        largest and, with ``pinv_threshold``, at least the threshold."""
+        keep = singulars > pinv_cutoff(dtype) * singulars.max()
+        return keep if self.pinv_threshold is None else keep & (singulars >= self.pinv_threshold)
 
     def _kernel(self, like: Tensor) -> Tensor:
         return self.kernel.to(device=like.device, dtype=like.dtype)
@@ -64,7 +75,7 @@ class KernelOperator(LinearOperator):
             dtype: torch.dtype = torch.float32) -> SeparableSVD:
         """SVD form (operators/svd.py) of a separable kernel for images ``(..., C, H, W)``: per-axis
         SVDs in float64, each channel's coefficients by decreasing singular value, values below
-        ``pinv_cutoff(dtype)`` times the largest left unmeasured."""
+        ``pinv_cutoff(dtype)`` times the largest (or below ``pinv_threshold``) left unmeasured."""
         c, h, w = (int(v) for v in shape[-3:])
 
         def build() -> SeparableSVD:
@@ -73,7 +84,7 @@ class KernelOperator(LinearOperator):
                 raise ValueError(self.svd_unavailable())
             axes = [axis_svd(torch.from_numpy(self.axis_matrix(k, n))) for k, n in zip(taps, (h, w))]
             products = (axes[0][1][:, None] * axes[1][1][None, :]).flatten()
-            rank = int((products > pinv_cutoff(dtype) * products.max()).sum())
+            rank = int(self._kept(products, dtype).sum())
             order = block_order(axes[0][1], axes[1][1], h, w, by_value=True).to(device)
             return SeparableSVD(cast(axes[0], device, dtype), cast(axes[1], device, dtype), c, order, rank=rank)
         return cached_svd(self, (c, h, w, device, dtype), build)
@@ -91,10 +102,13 @@ def reflect_index(n: int, pad: int, device: torch.device) -> Tensor:
 class ReflectConvolution(KernelOperator):
     """DPS blur: reflect pad then depthwise cross-correlation; ``(B, C, H, W) -> (B, C, H, W)``."""
 
-    def __init__(self, kernel: np.ndarray) -> None:
+    def __init__(self, kernel: np.ndarray, pinv_threshold: Optional[float] = None) -> None:
         if any(k % 2 == 0 for k in np.shape(kernel)):
             raise ValueError(f"boundary 'reflect' needs an odd kernel size, got {np.shape(kernel)}")
-        super().__init__(kernel)
+        super().__init__(kernel, pinv_threshold)
+        if self.pinv_threshold is not None and self.separable_taps() is None:
+            raise ValueError("pinv_threshold with boundary 'reflect' needs a separable kernel (its SVD form); "
+                             "use boundary 'circular'")
 
     def _pads(self, x: Tensor) -> tuple[int, int]:
         ph, pw = (k // 2 for k in self.kernel.shape)
@@ -131,6 +145,13 @@ class ReflectConvolution(KernelOperator):
         z = z.new_zeros(*z.shape[:-1], w).index_add(-1, reflect_index(w, pw, y.device), z)
         return z.new_zeros(*z.shape[:-2], h, w).index_add(-2, reflect_index(h, ph, y.device), z)
 
+    def pinv(self, y: Tensor) -> Tensor:
+        """A^+ y: CG on the normal equation (base class); with ``pinv_threshold``, from the SVD form,
+        whose singular values below the threshold are left out."""
+        if self.pinv_threshold is None:
+            return super().pinv(y)
+        return self.svd(y.shape, y.device, y.dtype).pinv(y)
+
 
 class CircularBlurDecimation(KernelOperator):
     """DiffPIR model ``y = (k * x)[0::s, 0::s]`` with circular convolution; ``s = 1`` is plain blur.
@@ -138,8 +159,8 @@ class CircularBlurDecimation(KernelOperator):
     Maps ``(B, C, H, W)`` to ``(B, C, H/s, W/s)``; H and W must be multiples of ``s``.
     """
 
-    def __init__(self, kernel: np.ndarray, scale_factor: int = 1) -> None:
-        super().__init__(kernel)
+    def __init__(self, kernel: np.ndarray, scale_factor: int = 1, pinv_threshold: Optional[float] = None) -> None:
+        super().__init__(kernel, pinv_threshold)
         self.scale_factor = positive_int(scale_factor, "scale_factor")
 
     def axis_matrix(self, taps: np.ndarray, n: int) -> np.ndarray:
@@ -169,13 +190,16 @@ class CircularBlurDecimation(KernelOperator):
 
     def pinv(self, y: Tensor) -> Tensor:
         """A^T (A A^T)^+ y. A A^T is circular on the low-resolution grid with spectrum
-        ``d = block_mean(|F k|^2)`` (squared singular values; cut-off ``pinv_cutoff``). Computed
-        in one pass in the Fourier domain, ``F x = conj(F k) tile_s(F y / d)``, so the large
-        intermediate values of an ill-conditioned blur never go through an extra FFT."""
+        ``d = block_mean(|F k|^2)`` (squared singular values; cut-off ``pinv_cutoff``, and singular
+        values below ``pinv_threshold`` when set). Computed in one pass in the Fourier domain,
+        ``F x = conj(F k) tile_s(F y / d)``, so the large intermediate values of an ill-conditioned
+        blur never go through an extra FFT."""
         s = self.scale_factor
         otf = self._otf((y.shape[-2] * s, y.shape[-1] * s), y)
         d = block_mean(otf.abs() ** 2, s)
         keep = d > pinv_cutoff(y.dtype) ** 2 * d.max()
+        if self.pinv_threshold is not None:
+            keep = keep & (d >= self.pinv_threshold ** 2)
         inv = torch.where(keep, 1 / torch.where(keep, d, torch.ones_like(d)), torch.zeros_like(d))
         return torch.fft.ifft2(otf.conj() * (torch.fft.fft2(y) * inv).repeat(1, 1, s, s)).real
 
@@ -195,21 +219,28 @@ class CircularBlurDecimation(KernelOperator):
 BOUNDARIES = ("reflect", "circular")
 
 
-def _blur(kernel: np.ndarray, boundary: str) -> KernelOperator:
+def _blur(kernel: np.ndarray, boundary: str, pinv_threshold: Optional[float] = None) -> KernelOperator:
+    """The blur of ``boundary``; ``pinv_threshold`` (>= 0 or None): singular values below it count as
+    zero in ``pinv`` and the SVD form (module docstring)."""
     if boundary not in BOUNDARIES:
         raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
-    return ReflectConvolution(kernel) if boundary == "reflect" else CircularBlurDecimation(kernel)
+    if boundary == "reflect":
+        return ReflectConvolution(kernel, pinv_threshold=pinv_threshold)
+    return CircularBlurDecimation(kernel, pinv_threshold=pinv_threshold)
 
 
-def build_gaussian_blur(kernel_size: int = 61, intensity: float = 3.0, boundary: str = "reflect") -> KernelOperator:
+def build_gaussian_blur(kernel_size: int = 61, intensity: float = 3.0, boundary: str = "reflect",
+                        pinv_threshold: Optional[float] = None) -> KernelOperator:
     """``gaussian_blur``: DPS kernel (std = ``intensity``, truncate 4)."""
     positive_int(kernel_size, "kernel_size")
-    return _blur(gaussian_kernel(kernel_size, check_number(intensity, "intensity", 0, open_low=True)), boundary)
+    kernel = gaussian_kernel(kernel_size, check_number(intensity, "intensity", 0, open_low=True))
+    return _blur(kernel, boundary, pinv_threshold)
 
 
-def build_uniform_blur(kernel_size: int = 9, boundary: str = "reflect") -> KernelOperator:
+def build_uniform_blur(kernel_size: int = 9, boundary: str = "reflect",
+                       pinv_threshold: Optional[float] = None) -> KernelOperator:
     """``uniform_blur``: box kernel of side ``kernel_size``."""
-    return _blur(uniform_kernel(positive_int(kernel_size, "kernel_size")), boundary)
+    return _blur(uniform_kernel(positive_int(kernel_size, "kernel_size")), boundary, pinv_threshold)
 
 
 def given_kernel(kernel_path: Optional[str], kernel_table: Optional[str],
@@ -227,16 +258,16 @@ def given_kernel(kernel_path: Optional[str], kernel_table: Optional[str],
 def build_motion_blur(kernel_size: int = 61, intensity: float = 0.5, boundary: str = "reflect",
                       seed: int = 0, generator: Optional[np.random.Generator] = None,
                       kernel_path: Optional[str] = None, kernel_table: Optional[str] = None,
-                      kernel_index: Optional[int] = None) -> KernelOperator:
+                      kernel_index: Optional[int] = None, pinv_threshold: Optional[float] = None) -> KernelOperator:
     """``motion_blur``: random-trajectory kernel from ``generator`` (else ``seed``), or a given
     kernel: ``kernel_path`` (.npy) or ``kernel_table`` / ``kernel_index`` (e.g. levin09, 0..7);
     then size/intensity/seed are unused."""
     kernel = given_kernel(kernel_path, kernel_table, kernel_index)
     if kernel is not None:
-        return _blur(kernel, boundary)
+        return _blur(kernel, boundary, pinv_threshold)
     positive_int(kernel_size, "kernel_size")
     intensity = check_number(intensity, "intensity", 0, 1)
-    return _blur(motion_kernel(kernel_size, intensity, numpy_rng(seed, generator)), boundary)
+    return _blur(motion_kernel(kernel_size, intensity, numpy_rng(seed, generator)), boundary, pinv_threshold)
 
 
 SR_KERNELS = ("bicubic_table", "bicubic_sr_kernel")
