@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from configs import load_config
 from operators import build_operator
 from operators.base import LinearOperator, pinv_cutoff
 from operators.fft import p2o
@@ -143,3 +144,13 @@ def test_threshold_is_recorded_and_refused_without_an_svd_form() -> None:
     assert op.params["pinv_threshold"] == 0.03 and op.pinv_threshold == 0.03
     with pytest.raises(ValueError, match="pinv_threshold with boundary 'reflect' needs a separable kernel"):
         build_operator("motion_blur", kernel_size=7, seed=3, boundary="reflect", pinv_threshold=0.03)
+
+
+def test_threshold_from_yaml(tmp_path) -> None:
+    """``task.operator.pinv_threshold`` in a config (or ``--set``) reaches the operator."""
+    path = tmp_path / "deblur.yaml"
+    path.write_text("data:\n  input: x\ntask:\n  operator:\n    name: gaussian_blur\n    kernel_size: 13\n"
+                    "    intensity: 1.5\n    boundary: circular\n    pinv_threshold: 0.03\n")
+    for overrides in ([], ["task.operator.pinv_threshold=3e-2"]):
+        op = build_operator(**load_config(str(path), overrides)["task"]["operator"])
+        assert op.pinv_threshold == 0.03 and op.params["pinv_threshold"] == 0.03
