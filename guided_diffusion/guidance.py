@@ -1,9 +1,11 @@
 """The measurement gradient DPS-style samplers share: grad_{x_t} of ||y - A(x0_hat(x_t))||."""
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
+
+from .diffusion import GaussianDiffusion, Generators, Model, randn_like
 
 
 def residual_norm_gradient(op: Any, y: torch.Tensor, x_t: torch.Tensor, x0_hat: torch.Tensor,
@@ -28,3 +30,20 @@ def residual_norm_gradient(op: Any, y: torch.Tensor, x_t: torch.Tensor, x0_hat: 
         raise ValueError(f"unknown noise model {noise_model!r}; known: gaussian, poisson")
     (grad,) = torch.autograd.grad(loss.sum(), x_t)
     return grad, norms.detach()
+
+
+def ancestral_step_and_gradient(diffusion: GaussianDiffusion, model: Model, x_t: torch.Tensor, t: torch.Tensor,
+                                op: Any, y: torch.Tensor, generator: Generators, clip_denoised: bool = True,
+                                var_type: Optional[str] = None, noise_model: str = "gaussian"
+                                ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
+    """One model call with autograd on: the ancestral step x'_{t-1} = mean + sigma_t z (one draw z)
+    and the residual-norm gradient through the network (DPS eq. 16-17, MCG's first two steps).
+
+    Returns (x'_{t-1} detached, grad_{x_t} ||y - A(x0_hat)||, the p_mean_variance dict detached).
+    """
+    with torch.enable_grad():
+        x_t = x_t.detach().requires_grad_(True)
+        out = diffusion.p_mean_variance(model, x_t, t, clip_denoised, var_type)
+        x_prev = diffusion.ddpm_step(out["mean"], out["log_variance"], t, randn_like(x_t, generator))
+        grad, _ = residual_norm_gradient(op, y, x_t, out["x0_hat"], noise_model)
+    return x_prev.detach(), grad, {k: v.detach() for k, v in out.items()}

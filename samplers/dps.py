@@ -5,8 +5,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
-from guided_diffusion.diffusion import Generators, Model, randn_like
-from guided_diffusion.guidance import residual_norm_gradient
+from guided_diffusion.diffusion import Generators, Model
+from guided_diffusion.guidance import ancestral_step_and_gradient
 
 from .base import Sampler, register
 from .params import Param
@@ -59,10 +59,7 @@ class DPS(Sampler):
 
     def step(self, model: Model, x_t: torch.Tensor, t: torch.Tensor, op: Any, y: Optional[torch.Tensor],
              sigma: float, generator: Generators) -> Tuple[torch.Tensor, torch.Tensor]:
-        with torch.enable_grad():
-            x_t = x_t.detach().requires_grad_(True)
-            out = self.diffusion.p_mean_variance(model, x_t, t, self.clip_denoised, self.var_type)
-            # Eq. (16)/(17) of the paper: prior step first, then the measurement step.
-            x_prev = self.diffusion.ddpm_step(out["mean"], out["log_variance"], t, randn_like(x_t, generator))
-            grad, _ = residual_norm_gradient(op, y, x_t, out["x0_hat"], self.noise_model)
-        return (x_prev - self.scale * grad).detach(), out["x0_hat"].detach()
+        # Eq. (16)/(17) of the paper: prior step first, then the measurement step.
+        x_prev, grad, out = ancestral_step_and_gradient(self.diffusion, model, x_t, t, op, y, generator,
+                                                        self.clip_denoised, self.var_type, self.noise_model)
+        return x_prev - self.scale * grad, out["x0_hat"]

@@ -25,7 +25,7 @@ from typing import Any, Optional, Tuple
 import torch
 
 from guided_diffusion.diffusion import Generators, Model, randn_like
-from guided_diffusion.guidance import residual_norm_gradient
+from guided_diffusion.guidance import ancestral_step_and_gradient
 
 from .base import Sampler, register
 from .params import Param
@@ -53,14 +53,11 @@ class MCG(Sampler):
 
     def step(self, model: Model, x_t: torch.Tensor, t: torch.Tensor, op: Any, y: Optional[torch.Tensor],
              sigma: float, generator: Generators) -> Tuple[torch.Tensor, torch.Tensor]:
-        with torch.enable_grad():
-            x_t = x_t.detach().requires_grad_(True)
-            out = self.diffusion.p_mean_variance(model, x_t, t, self.clip_denoised, self.var_type)
-            # 1. ancestral step (the code's p_sample, L428-445).
-            x_prior = self.diffusion.ddpm_step(out["mean"], out["log_variance"], t, randn_like(x_t, generator))
-            # 2. manifold-constrained gradient through the network and the clamp (L552-554).
-            grad, _ = residual_norm_gradient(op, y, x_t, out["x0_hat"])
-        x = (x_prior - self.scale * grad).detach()
+        # 1. ancestral step (the code's p_sample, L428-445) and 2. the manifold-constrained gradient
+        # through the network and the clamp (L552-554), from one model call.
+        x_prior, grad, out = ancestral_step_and_gradient(self.diffusion, model, x_t, t, op, y, generator,
+                                                         self.clip_denoised, self.var_type)
+        x = x_prior - self.scale * grad
         # 3. projection onto {x : A x = y_t}, y_t = y noised to the level of x_t (L555-556).
         y_t = self.diffusion.q_sample(y, t, op.forward(randn_like(x, generator)))
-        return x - op.pinv(op.forward(x)) + op.pinv(y_t), out["x0_hat"].detach()
+        return x - op.pinv(op.forward(x)) + op.pinv(y_t), out["x0_hat"]

@@ -87,3 +87,27 @@ def gmm_swd(sampler, model, op, y, ref) -> float:
     x = sampler.sample(model, op, y, sigma=SIGMA, shape=(N_SAMPLES, *SHAPE),
                        generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     return sliced_wasserstein(x, ref)
+
+
+def run_config_on_tiny_adm(path: Path, sigma: float = 0.05, **sampler_overrides) -> torch.Tensor:
+    """A shipped config shrunk to 32x32 (sampler parameters overridden, e.g. steps=2) run through
+    `check_task` and `sample` on the tiny random ADM, on a random image's measurement with noise
+    level `sigma` assumed; returns the output after checking its shape and finiteness."""
+    from configs import load_config
+    from guided_diffusion import TINY_FLAGS, create_model
+    from operators import build_operator
+    from samplers import build_sampler
+
+    cfg = load_config(str(path))
+    sampler = build_sampler(**{**cfg["sampler"], **sampler_overrides})
+    spec = dict(cfg["task"]["operator"])
+    spec.update({k: v for k, v in (("box_size", 16), ("margin", 4)) if k in spec})
+    if spec["name"] in ("inpainting", "ddrm_deblurring"):  # built for 256 x 256 images
+        spec["image_size"] = 32
+    op = build_operator(**spec)
+    sampler.check_task(op)
+    model = create_model(**TINY_FLAGS).eval().requires_grad_(False)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out = sampler.sample(model, op, op(x), sigma=sigma, shape=tuple(x.shape), generator=torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and bool(torch.isfinite(out).all())
+    return out

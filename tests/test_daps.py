@@ -9,15 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from configs import load_config
-from guided_diffusion import TINY_FLAGS, create_model
 from guided_diffusion.analytic import GaussianMixture, GaussianMixtureDenoiser, sliced_wasserstein
 from guided_diffusion.diffusion import GaussianDiffusion, vp_alphas_cumprod, vp_timestep
 from operators import MatrixOperator, build_operator
 from samplers import build_sampler
 from samplers.daps import annealing_sigmas, poly_sigmas
 
-from conftest import GMM_CASES, SHAPE, SIGMA
+from conftest import GMM_CASES, SHAPE, SIGMA, run_config_on_tiny_adm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]
@@ -147,14 +145,4 @@ def test_gaussian_mixture_posterior(gmm_cases, case: str) -> None:
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "daps").glob("*.yaml")), ids=lambda p: p.stem)
 def test_config_runs_on_the_tiny_adm(path) -> None:
     """Each shipped config, shrunk to 32x32 and 2 x 5 x 2 steps, runs through `sample` on the tiny random ADM."""
-    cfg = load_config(str(path))
-    sampler = build_sampler(**{**cfg["sampler"], "steps": 2, "langevin_steps": 2})
-    spec = dict(cfg["task"]["operator"])
-    spec.update({k: v for k, v in (("box_size", 16), ("margin", 4)) if k in spec})
-    if spec["name"] in ("inpainting", "ddrm_deblurring"):  # built for 256 x 256 images
-        spec["image_size"] = 32
-    op = build_operator(**spec)
-    model = create_model(**TINY_FLAGS).eval().requires_grad_(False)
-    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    out = sampler.sample(model, op, op(x), sigma=0.05, shape=tuple(x.shape), generator=torch.Generator().manual_seed(1))
-    assert out.shape == x.shape and bool(torch.isfinite(out).all())
+    run_config_on_tiny_adm(path, steps=2, langevin_steps=2)

@@ -3,7 +3,6 @@ against the official run's values, resuming across time travel, refusals, and th
 Gaussian-mixture posterior (where the official simplified noise level measurably misses it)."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

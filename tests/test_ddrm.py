@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import GMM_CASES, SHAPE, SIGMA, gmm_swd
+from conftest import GMM_CASES, SHAPE, SIGMA, gmm_swd, run_config_on_tiny_adm
 from test_equivalence import load_case, official_draws, operator, with_tape
 
 from configs import load_config
-from guided_diffusion import TINY_FLAGS, create_model
 from guided_diffusion.analytic import sliced_wasserstein
 from operators import build_operator
 from samplers import build_sampler
@@ -110,16 +109,5 @@ def test_resume_is_bit_identical(gmm_cases) -> None:
 def test_config_runs_on_the_tiny_adm(path: Path) -> None:
     """Each shipped config, shrunk to 32x32 and 2 steps, runs through `sample` on the tiny random ADM
     with its noise level."""
-    cfg = load_config(str(path))
-    sampler = build_sampler(**{**cfg["sampler"], "steps": 2})
-    spec = dict(cfg["task"]["operator"])
-    spec.update({k: v for k, v in (("box_size", 16), ("margin", 4)) if k in spec})
-    if spec["name"] in ("inpainting", "ddrm_deblurring"):  # built for 256 x 256 images
-        spec["image_size"] = 32
-    op = build_operator(**spec)
-    sampler.check_task(op)
-    model = create_model(**TINY_FLAGS).eval().requires_grad_(False)
-    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    sigma = 0.1 if cfg["task"]["noise"]["name"] == "gaussian" else 0.0
-    out = sampler.sample(model, op, op(x), sigma=sigma, shape=tuple(x.shape), generator=torch.Generator().manual_seed(1))
-    assert out.shape == x.shape and bool(torch.isfinite(out).all())
+    sigma = 0.1 if load_config(str(path))["task"]["noise"]["name"] == "gaussian" else 0.0
+    run_config_on_tiny_adm(path, sigma=sigma, steps=2)

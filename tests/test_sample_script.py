@@ -32,7 +32,7 @@ def test_tiny_model_sampling_is_reproducible(name: str, params: dict) -> None:
 def test_sampler_registry_errors() -> None:
     assert {"ddpm", "ddim"} <= set(list_samplers())
     with pytest.raises(ValueError, match="did you mean 'ddim'"):
-        build_sampler("ddin")
+        build_sampler("ddimm")
     with pytest.raises(ValueError, match="steps must be in"):
         build_sampler("ddpm", steps=2000)
     with pytest.raises(ValueError, match="torch.Generator"):

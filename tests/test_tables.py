@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 # (runnable rows, rows) per table of evaluation/published.yaml.
 RUNNABLE = {"dps_ffhq": (14, 14), "dps_imagenet": (14, 14), "dpps_ffhq": (4, 4), "dpps_imagenet": (4, 4),
             "diffpir_ffhq_noisy": (11, 11), "diffpir_imagenet_noisy": (11, 11), "diffpir_ffhq_noiseless": (22, 22),
-            "gdp_imagenet": (8, 8), "demo": (25, 25)}
+            "gdp_imagenet": (8, 8), "demo": (60, 60)}
 # The method whose configs define each table's protocol; the other rows must make its measurements.
 OWN = {"dps_ffhq": "DPS", "dps_imagenet": "DPS", "diffpir_ffhq_noisy": "DiffPIR",
        "diffpir_imagenet_noisy": "DiffPIR", "diffpir_ffhq_noiseless": "DiffPIR", "gdp_imagenet": "GDP"}

@@ -13,7 +13,7 @@ from guided_diffusion.models import unet_kwargs
 from conftest import CHECKPOINT_DIR, checkpoint_file
 
 SPECS = ["ffhq_10m.spec.json", "imagenet256_uncond.spec.json"]
-GOLDEN = sorted(p.name for p in CHECKPOINT_DIR.glob("golden_*.pt")) or ["golden_unet_small.pt"]
+GOLDEN = sorted(p.name for p in CHECKPOINT_DIR.glob("golden_unet_*.pt")) or ["golden_unet_small.pt"]  # the DRUNet: test_drunet.py
 
 
 @pytest.mark.parametrize("spec_name", SPECS)
