@@ -168,7 +168,7 @@ class BatchRunner:
                  sigma: float = 0.0) -> torch.Tensor:
         """x_0 of images ks (global indices); raises NonFiniteError for a diverging batch."""
         gens = generators(self.cfg["seed"], ks, SAMPLER_STREAM, self.device)
-        total = self.sampler.diffusion.num_timesteps
+        total = self.sampler.num_steps
         dtype = y.dtype if y is not None and y.is_floating_point() else torch.float32
         start = self.states.resume(ks, shape, dtype, total, gens, op)
         save_state = self.states.saver(ks, gens, op)

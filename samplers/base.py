@@ -90,6 +90,12 @@ class Sampler(abc.ABC):
     def default_respacing(self) -> str:
         return str(self.steps)
 
+    @property
+    def num_steps(self) -> int:
+        """How many indices the loop counts down (callback's i and `start`'s index lie in
+        [0, num_steps)): the grid's steps, or a method's own loop length (DDNM's visits)."""
+        return self.diffusion.num_timesteps
+
     @abc.abstractmethod
     def step(self, model: Model, x_t: torch.Tensor, t: torch.Tensor, op: Any, y: Optional[torch.Tensor],
              sigma: float, generator: Generators) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -143,6 +149,10 @@ class Sampler(abc.ABC):
                 callback(i, x, x0_hat)
         return x
 
+    def step_label(self, i: int) -> str:
+        """Where step index i is, in words, for messages: its grid index and training timestep."""
+        return f"step index {i} (t = {int(self.diffusion.timestep_map[i])})"
+
     def _check_finite(self, x: torch.Tensor, x0_hat: torch.Tensor, i: int) -> None:
         """Stop at the first NaN/Inf, naming the sampler, the step and where it came from."""
         bad = ~torch.isfinite(x).flatten(1).all(dim=1)
@@ -151,6 +161,5 @@ class Sampler(abc.ABC):
         images = bad.nonzero().flatten().tolist()
         cause = ("the network's prediction x0_hat" if not bool(torch.isfinite(x0_hat[bad]).all())
                  else "the update after the prediction (data or guidance step)")
-        t_train = int(self.diffusion.timestep_map[i])
-        raise NonFiniteError(f"{self.name}: non-finite values at step index {i} (t = {t_train}) in image(s) "
+        raise NonFiniteError(f"{self.name}: non-finite values at {self.step_label(i)} in image(s) "
                              f"{images}, from {cause}; try a smaller step size or fp32", images)

@@ -92,6 +92,10 @@ class DAPS(Sampler):
         """Network calls per image."""
         return self.steps * self.ode_steps
 
+    def step_label(self, i: int) -> str:
+        k = self.steps - 1 - i
+        return f"annealing step {k + 1} of {self.steps} (sigma = {float(self.sigmas[k]):.4g})"
+
     def check_task(self, op: Any) -> None:
         if op is None:
             raise ValueError("daps needs a measurement operator (its Langevin step follows grad ||A(x) - y||^2)")

@@ -101,6 +101,11 @@ class DDNM(Sampler):
         self.visits = visits(travel_schedule(self.steps, self.travel_length, self.travel_repeat))
 
     @property
+    def num_steps(self) -> int:
+        """Loop indices: one per visit, time-travel visits included."""
+        return len(self.visits)
+
+    @property
     def nfe(self) -> int:
         """Network calls per image: one per denoising visit."""
         return sum(j < i for i, j in self.visits)

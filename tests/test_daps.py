@@ -146,3 +146,17 @@ def test_gaussian_mixture_posterior(gmm_cases, case: str) -> None:
 def test_config_runs_on_the_tiny_adm(path) -> None:
     """Each shipped config, shrunk to 32x32 and 2 x 5 x 2 steps, runs through `sample` on the tiny random ADM."""
     run_config_on_tiny_adm(path, steps=2, langevin_steps=2)
+
+
+def test_divergence_names_the_annealing_step() -> None:
+    """A Langevin step far too large (lr 1 with tau 0.01) diverges in the first annealing step; the
+    error names it by annealing step and sigma, not by a DDPM timestep DAPS never visits."""
+    from guided_diffusion import TINY_FLAGS, create_model
+    from samplers import NonFiniteError
+
+    model = create_model(**TINY_FLAGS).eval().requires_grad_(False)
+    op = build_operator("inpainting", mask_type="random", image_size=32, mask_prob_range=[0.5, 0.5])
+    y = op(torch.zeros(1, 3, 32, 32))
+    sampler = build_sampler("daps", steps=3, ode_steps=1, langevin_steps=20, lr=1.0)
+    with pytest.raises(NonFiniteError, match=r"annealing step 1 of 3 \(sigma = 100\)"):
+        sampler.sample(model, op, y, sigma=0.0, shape=(1, 3, 32, 32), generator=torch.Generator().manual_seed(0))

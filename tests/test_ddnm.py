@@ -157,3 +157,44 @@ def test_batched_equals_image_by_image(gmm_cases) -> None:
     for k in range(3):
         single = sampler.sample(model, op, y[k:k + 1], shape=(1, *SHAPE), generator=gens([k]), **kw)
         assert (batched[k] - single[0]).abs().max().item() < 1e-12
+
+
+def test_a_time_travel_run_stopped_early_resumes_to_the_same_images(tmp_path, tiny_checkpoint, monkeypatch) -> None:
+    """With time travel the loop has more indices than grid steps (num_steps = visits): a run
+    stopped at its second denoising visit keeps a state whose index lies above the step count, and
+    the rerun continues from it to the uninterrupted run's images, byte for byte."""
+    from test_run_folders import make_images, pngs, restore_config, write
+
+    from configs import load_config
+    from runs.restore import run
+    from samplers.ddnm import DDNM
+
+    images = make_images(tmp_path / "images", n=2, seed=3)
+    spec = {"name": "ddnm", "steps": 6, "travel_length": 2, "travel_repeat": 2}
+
+    def config(out: str):
+        return load_config(write(tmp_path / f"{out}.yaml", restore_config(
+            tiny_checkpoint, images, tmp_path / out, sampler=spec, state_every_steps=1)))
+
+    assert build_sampler(**spec).num_steps == len(visits(travel_schedule(6, 2, 2))) > 6
+    run(config("reference"))
+    calls, denoise = [], DDNM.denoise
+
+    def stop_at_second_visit(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return denoise(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(DDNM, "denoise", stop_at_second_visit)
+        with pytest.raises(KeyboardInterrupt):
+            run(config("stopped"))
+    (state,) = (tmp_path / "stopped" / ".dfrestore" / "state").glob("images-*.pt")
+    assert torch.load(state, weights_only=True)["next_index"] >= 6
+    calls.clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(DDNM, "denoise", lambda self, *a, **k: calls.append(1) or denoise(self, *a, **k))
+        report = run(config("stopped"))
+    assert len(calls) == build_sampler(**spec).nfe - 1  # continued after the first visit, not restarted
+    assert len(report.written) == 2 and pngs(tmp_path / "stopped") == pngs(tmp_path / "reference")
