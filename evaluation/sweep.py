@@ -112,7 +112,7 @@ def classical_sweep(config: str, grid: Dict[str, List[Any]], data: str, override
     op, noise = build_task(cfg)
     if op is None:
         raise ConfigError(f"{config}: task.operator is not set: a baseline restores measurements")
-    size = load_model(resolve_path(cfg["model"]["checkpoint"])).image_size
+    size = load_model(resolve_path(cfg["model"]["checkpoint"]), **cfg["model"]["flags"]).image_size
     files = list(images_by_stem(resolve_path(data)).values())
     x = torch.stack([load_image(f, size, cfg["data"]["resize"]) for f in files])
     y = measure(op, noise, x, generators(cfg["seed"], range(len(files)), NOISE_STREAM, x.device))

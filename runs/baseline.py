@@ -33,7 +33,7 @@ def run(cfg: Dict[str, Any], output: Optional[str] = None, overwrite: bool = Fal
         raise ConfigError("model.checkpoint is not set (the baseline works at the model's image size)")
     source = resolve_path(cfg["data"]["input"])
     files = input_files(cfg)
-    size = load_model(resolve_path(cfg["model"]["checkpoint"])).image_size
+    size = load_model(resolve_path(cfg["model"]["checkpoint"]), **cfg["model"]["flags"]).image_size
     folder = claim_output(cfg, overwrite, Rank(0, 1, 0), [source], output or f"{cfg['output']}_{method}", "baseline")
     device = pick_device(cfg["device"])
     op = op.to(device)

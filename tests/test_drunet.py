@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from conftest import checkpoint_file
 from guided_diffusion import PUBLIC_DRUNETS, CheckpointError, DRUNet, load_model
@@ -102,3 +103,19 @@ def test_refusals(golden, tmp_path: Path) -> None:
             load_model(tmp_path / name)
         assert "checkpoint not found" in str(err.value)
         assert f"github.com/cszn/KAIR/releases/download/v1.0/{name}" in str(err.value)
+
+
+def test_a_baseline_run_reads_the_image_size_from_model_flags(tmp_path) -> None:
+    """DRUNet files store no image size: a run's `model.flags.image_size` sets it, for the
+    restoration and for its classical baseline alike (32x32 images cropped to 16x16)."""
+    from test_run_folders import make_images, restore_config, write
+
+    from configs import load_config
+    from runs.baseline import run as baseline_run
+
+    images = make_images(tmp_path / "images", n=1)
+    cfg = restore_config(checkpoint_file("golden_drunet_small.pt"), images, tmp_path / "out",
+                         model__flags={"image_size": 16}, data__resize="center_crop")
+    report = baseline_run(load_config(write(tmp_path / "cfg.yaml", cfg)))
+    (recon,) = (report.folder / "recon").glob("*.png")
+    assert Image.open(recon).size == (16, 16)
