@@ -8,9 +8,9 @@ import math
 
 import pytest
 import torch
-from conftest import GMM_CASES, N_SAMPLES, SHAPE, gmm_swd
+from conftest import GMM_CASES, N_SAMPLES, SHAPE, gmm_swd, make_gmm_cases
 
-from guided_diffusion.analytic import linear_problems, sliced_wasserstein
+from guided_diffusion.analytic import sliced_wasserstein
 from operators import MatrixOperator, build_operator
 from samplers import build_sampler
 from samplers.pgdm import solve_measurement_covariance
@@ -130,13 +130,7 @@ def test_low_noise_posterior(gmm_cases, case: str, guidance: str) -> None:
 @pytest.fixture(scope="module")
 def noisy_cases():
     """The same prior and problems with sigma_y = 0.3, the bound made as in conftest."""
-    model, problems = linear_problems(0.3, SHAPE)
-    cases = {}
-    for name, (op, y, post) in problems.items():
-        ref = post.sample(N_SAMPLES, torch.Generator().manual_seed(1))
-        bound = 4 * sliced_wasserstein(ref, post.sample(N_SAMPLES, torch.Generator().manual_seed(2)))
-        cases[name] = (op, y.expand(N_SAMPLES, -1), ref, bound)
-    return model, cases
+    return make_gmm_cases(0.3)
 
 
 @pytest.mark.parametrize("case", GMM_CASES)
