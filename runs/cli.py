@@ -32,7 +32,9 @@ def exit_status(action: Callable[[], int], progress: Optional[Progress] = None, 
         with interruptible():
             return action()
     except (ConfigError, CheckpointError) as err:
-        print(f"error: {prefix}{err}", file=sys.stderr)
+        # Errors found while reading the config already name the file: name it once.
+        text = str(err) if prefix and str(err).startswith(prefix) else f"{prefix}{err}"
+        print(f"error: {text}", file=sys.stderr)
         return 2
     except OSError as err:  # a full disk, a file that cannot be written: what was written stays
         where = f"cannot write {err.filename}: {err.strerror}" if err.filename else str(err)

@@ -82,6 +82,7 @@ def test_sample_script_reports_config_errors_in_one_line(tmp_path: Path, tiny_ch
         assert result.returncode == 2, (extra, result.stderr)
         assert message in result.stderr, (extra, result.stderr)
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert result.stderr.count(str(cfg)) == 1, result.stderr  # the file named once
 
 
 def test_load_config_types_and_missing_file(tmp_path: Path) -> None:
