@@ -33,10 +33,16 @@ from typing import Any, Dict, List
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from runs.interrupt import quiet_start  # noqa: E402
+
+if __name__ == "__main__":
+    quiet_start()  # Ctrl-C during the imports below: one line, not a traceback
+
 import torch  # noqa: E402
 
 from guided_diffusion import PUBLIC_CHECKPOINTS, create_model, load_model  # noqa: E402
 from guided_diffusion.runtime import ModelRunner  # noqa: E402
+from runs.cli import exit_status  # noqa: E402
 
 FORWARD, GRAD = "forward", "forward + grad wrt input"
 OPTIONS: Dict[str, Dict[str, Any]] = {
@@ -195,4 +201,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_status(lambda: main() or 0, resume="it writes nothing; run it again"))

@@ -16,9 +16,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from runs.interrupt import quiet_start  # noqa: E402
+
+if __name__ == "__main__":
+    quiet_start()  # Ctrl-C during the imports below: one line, not a traceback
+
 import torch  # noqa: E402
 
 from guided_diffusion.analytic import linear_problems, sliced_wasserstein  # noqa: E402
+from runs.cli import exit_status  # noqa: E402
 from samplers import build_sampler  # noqa: E402
 
 SHAPE, SIGMA = (3, 4, 4), 0.05
@@ -72,4 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_status(lambda: main() or 0, resume="it writes nothing; run it again"))
